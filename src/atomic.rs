@@ -1,0 +1,162 @@
+//! The one atomic-write helper.
+//!
+//! Every file sightline puts on a host goes through [`write_atomic`]: a temp
+//! file in the target directory, mode set before any data is written, fsync,
+//! rename over the target, fsync of the directory. A crash at any point leaves
+//! either the old file or the new one, never a torn one, and a secret never
+//! exists on disk with a looser mode than intended.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Prefix of temp files. k3s's deploy controller and systemd both ignore
+/// dotfiles, so a half-written temp file is never picked up.
+pub const TEMP_PREFIX: &str = ".sightline-tmp.";
+
+/// Writes `data` to `path` atomically with permission bits `mode`.
+///
+/// Parent directories are created (mode 0755) when missing.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_of(path)?;
+    create_dir_all(&dir, 0o755)?;
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
+        .to_string_lossy()
+        .into_owned();
+    let (tmp_path, mut tmp) = create_temp(&dir, &file_name, mode)?;
+    let result = (|| {
+        // The open() mode is filtered by the umask; set it explicitly before
+        // writing so the content is never readable with looser permissions.
+        tmp.set_permissions(fs::Permissions::from_mode(mode))?;
+        tmp.write_all(data)?;
+        tmp.sync_all()?;
+        drop(tmp);
+        fs::rename(&tmp_path, path)?;
+        fsync_dir(&dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp_path);
+    }
+    result
+}
+
+/// Creates `dir` and its missing parents; only directories created here get
+/// `mode` (existing ones are left alone).
+pub fn create_dir_all(dir: &Path, mode: u32) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all(parent, 0o755)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode))?;
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a file and fsyncs its directory; a missing file is not an error.
+pub fn remove_file(path: &Path) -> io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            fsync_dir(&parent_of(path)?)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// fsyncs a directory so that a rename or unlink in it is durable.
+pub fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn parent_of(path: &Path) -> io::Result<PathBuf> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => Ok(p.to_path_buf()),
+        _ => Ok(PathBuf::from(".")),
+    }
+}
+
+fn create_temp(dir: &Path, file_name: &str, mode: u32) -> io::Result<(PathBuf, File)> {
+    for _ in 0..16 {
+        let mut rnd = [0u8; 6];
+        getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
+        let tmp_path = dir.join(format!("{TEMP_PREFIX}{file_name}.{}", hex::encode(rnd)));
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode & 0o700)
+            .open(&tmp_path)
+        {
+            Ok(f) => return Ok((tmp_path, f)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "could not create a unique temp file",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_with_mode_and_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b/secret.yaml");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o600);
+        write_atomic(&p, b"two", 0o644).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o644);
+        let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().starts_with(TEMP_PREFIX))
+            .collect();
+        assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+    }
+
+    #[test]
+    fn failed_write_leaves_target_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("target");
+        fs::write(&p, b"old").unwrap();
+        // A directory in the way of the rename makes it fail.
+        let bad = d.path().join("dir");
+        fs::create_dir(&bad).unwrap();
+        fs::write(bad.join("x"), b"x").unwrap();
+        assert!(write_atomic(&bad, b"new", 0o644).is_err());
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 2, "temp file leaked: {names:?}");
+    }
+
+    #[test]
+    fn new_dirs_get_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("var/log/k3s");
+        create_dir_all(&p, 0o700).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o700);
+        assert_eq!(
+            fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o7777,
+            0o755
+        );
+    }
+}

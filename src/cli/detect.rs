@@ -1,0 +1,137 @@
+//! `sightline detect`.
+
+use anyhow::Result;
+use serde_json::json;
+
+use super::Ctx;
+use super::output::{bullet_list, kv};
+use crate::config::LoadedConfig;
+use crate::decide::{Decisions, gib};
+use crate::engine::State;
+use crate::facts::{Facts, K3sRole};
+
+/// Facts plus decisions as the JSON `detect --json` prints.
+pub fn to_json(facts: &Facts, d: &Decisions, warnings: &[String]) -> serde_json::Value {
+    json!({
+        "tier": d.tier.value,
+        "tier_reasons": d.tier.reasons,
+        "tier_overridden": d.tier.overridden,
+        "runtime_security": d.runtime_security.value,
+        "falco_driver": d.runtime_security.value.falco_driver(),
+        "runtime_security_reasons": d.runtime_security.reasons,
+        "runtime_security_overridden": d.runtime_security.overridden,
+        "board": facts.board,
+        "board_kind": facts.board_kind,
+        "arch": facts.arch,
+        "cpus": facts.cpus,
+        "cpu_model": facts.cpu.model,
+        "virtualized": facts.cpu.virtualized,
+        "os": facts.os,
+        "memory": facts.memory,
+        "k3s": facts.k3s,
+        "cni": facts.cni.name(),
+        "btf": facts.btf,
+        "watchdog": facts.watchdog,
+        "throttle_source": facts.throttle_source.name(),
+        "gpu": facts.gpu,
+        "warnings": warnings,
+    })
+}
+
+/// Warnings worth showing wherever decisions are shown.
+pub fn warnings(cfg: &LoadedConfig, facts: &Facts, d: &Decisions) -> Vec<String> {
+    let mut w = Vec::new();
+    if !cfg.config.has_alert_channel() {
+        w.push(
+            "no alert channel configured ([alerting] ntfy_url, discord_webhook_url or email_to): alerts only show in Grafana and nobody will be woken".into(),
+        );
+    }
+    w.extend(d.tier.reasons.iter().chain(&d.runtime_security.reasons).filter(|r| r.starts_with("warning:")).cloned());
+    if facts.k3s.role == K3sRole::Server && !facts.k3s.cli_apiserver_args.is_empty() {
+        w.push(format!(
+            "the k3s unit passes --kube-apiserver-arg on its command line ({}); k3s then ignores the config files' list, including sightline's audit flags",
+            facts.k3s.cli_apiserver_args.join(", ")
+        ));
+    }
+    w
+}
+
+/// Runs `detect`.
+pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
+    let cfg = crate::config::load(&ctx.root)?;
+    let facts = Facts::detect(&ctx.root);
+    let state = State::load(&ctx.root, &cfg.config).unwrap_or_default();
+    let d = Decisions::make(&cfg, &facts, state.tier.as_ref());
+    let w = warnings(&cfg, &facts, &d);
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&to_json(&facts, &d, &w))?);
+        return Ok(0);
+    }
+    print!("{}", render(&facts, &d, &w));
+    Ok(0)
+}
+
+/// The readable table.
+pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
+    let mut s = String::from("machine\n");
+    let os = match (&facts.os.pretty_name, &facts.os.version_id) {
+        (Some(p), _) => p.clone(),
+        (None, Some(v)) => format!("{} {v}", facts.os.id),
+        _ => facts.os.id.clone(),
+    };
+    let cpu = format!(
+        "{} ({} CPUs{}{})",
+        facts.arch,
+        facts.cpus,
+        facts.cpu.model.as_deref().map(|m| format!(", {m}")).unwrap_or_default(),
+        if facts.cpu.virtualized { ", virtual machine" } else { "" }
+    );
+    let k3s = match facts.k3s.role {
+        K3sRole::None => "not installed".to_string(),
+        role => format!(
+            "{} ({})",
+            serde_json::to_value(role).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            facts.k3s.unit_file.as_deref().unwrap_or("no unit file")
+        ),
+    };
+    let wd = match &facts.watchdog {
+        None => "none".into(),
+        Some(w) => format!(
+            "{} {} (max {})",
+            w.device,
+            w.identity.as_deref().unwrap_or("unknown driver"),
+            w.max_timeout_s.map_or("unknown".into(), |m| format!("{m} s"))
+        ),
+    };
+    let gpu = facts.gpu.as_ref().map_or("none".into(), |g| format!("{} ×{}", g.vendor, g.devices));
+    for (k, v) in [
+        ("board", facts.board.clone().unwrap_or_else(|| "unknown".into())),
+        ("cpu", cpu),
+        ("os", os),
+        ("memory", format!("{} total, {} available", gib(facts.memory.total_bytes), gib(facts.memory.available_bytes))),
+        ("k3s", k3s),
+        ("cni", facts.cni.name()),
+        ("kernel BTF", if facts.btf { "yes".into() } else { "no".into() }),
+        ("watchdog", wd),
+        ("throttle", facts.throttle_source.name().into()),
+        ("gpu", gpu),
+    ] {
+        s.push_str(&kv(&k, &v));
+    }
+    s.push_str("decisions\n");
+    s.push_str(&kv("tier", d.tier.value.as_str()));
+    s.push_str(&bullet_list(&d.tier.reasons, 20));
+    let rs = match d.runtime_security.value.falco_driver() {
+        Some(drv) => format!("falco ({} driver)", drv.chart_value()),
+        None => d.runtime_security.value.name().into(),
+    };
+    s.push_str(&kv("runtime security", &rs));
+    s.push_str(&bullet_list(&d.runtime_security.reasons, 20));
+    if !warnings.is_empty() {
+        s.push_str("warnings\n");
+        for w in warnings {
+            s.push_str(&format!("  ! {w}\n"));
+        }
+    }
+    s
+}

@@ -1,0 +1,76 @@
+//! The command line: `sightline [--root DIR] <command>`.
+
+mod args;
+mod config_cmd;
+mod converge_cmd;
+mod detect;
+mod output;
+mod throttle_cmd;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+pub use args::{Cli, Command};
+
+use crate::sysroot::Sysroot;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: error.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: `plan --exit-code` found pending changes.
+pub const EXIT_CHANGES: u8 = 2;
+/// Exit code: host layer converged, cluster stages pending (API unreachable).
+pub const EXIT_CLUSTER_PENDING: u8 = 3;
+
+/// Parses arguments, runs the command, maps errors to exit codes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::logging::init(cli.command.default_log_level());
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Runs a parsed command line and returns the exit code.
+pub fn run(cli: Cli) -> Result<u8> {
+    let root = Sysroot::new(&cli.root);
+    let ctx = Ctx { root, system_bus: cli.system_bus.clone() };
+    match cli.command {
+        Command::Detect { json } => detect::run(&ctx, json),
+        Command::Config { json } => config_cmd::run(&ctx, json),
+        Command::Plan { json, exit_code, host_only } => converge_cmd::plan(&ctx, json, exit_code, host_only),
+        Command::Apply { no_restart, host_only, redecide } => converge_cmd::apply(&ctx, no_restart, host_only, redecide),
+        Command::Uninstall { no_restart } => converge_cmd::uninstall(&ctx, no_restart),
+        Command::CollectThrottle { output } => throttle_cmd::run(&ctx, output.as_deref()),
+        Command::Completions { shell } => args::completions(shell),
+        Command::Manpage { out } => args::manpages(&out),
+    }
+}
+
+/// What every command gets.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The sysroot.
+    pub root: Sysroot,
+    /// D-Bus address of the system bus to use instead of the default.
+    pub system_bus: Option<String>,
+}
+
+impl Ctx {
+    /// Fails unless the caller may change this root.
+    pub fn require_root_user(&self, what: &str) -> Result<()> {
+        if self.root.is_host() && !nix::unistd::geteuid().is_root() {
+            anyhow::bail!(
+                "`sightline {what}` must run as root: it writes under /etc and /var and talks to systemd. Run it with sudo, or use `sightline plan` to see what it would do"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,331 @@
+//! The configuration schema. Every key is optional in every file; the
+//! defaults below are what a node gets with no configuration at all.
+
+use serde::{Deserialize, Serialize};
+
+/// Which stack tier to install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TierChoice {
+    /// Decide from measured memory (and keep the decision).
+    #[default]
+    Auto,
+    /// kube-prometheus-stack, Alloy, Tetragon/Falco, Trivy, Kubescape, kube-bench.
+    Full,
+    /// VictoriaMetrics, Fluent Bit, Falco, Trivy, kube-bench.
+    Light,
+}
+
+/// Which runtime-security engine to install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeSecurityChoice {
+    /// Tetragon on Cilium + full tier + BTF, else Falco.
+    #[default]
+    Auto,
+    /// Force Tetragon.
+    Tetragon,
+    /// Force Falco.
+    Falco,
+    /// No runtime security.
+    None,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `auto`, `full` or `light`.
+    pub tier: TierChoice,
+    /// `auto`, `tetragon`, `falco` or `none`.
+    pub runtime_security: RuntimeSecurityChoice,
+    /// How to reach and restart k3s.
+    pub k3s: K3sConfig,
+    /// The k3s API audit log.
+    pub audit: AuditConfig,
+    /// The hardware watchdog.
+    pub watchdog: WatchdogConfig,
+    /// The Raspberry Pi throttle collector.
+    pub throttle: ThrottleConfig,
+    /// Where alerts go.
+    pub alerting: AlertingConfig,
+    /// Grafana exposure.
+    pub grafana: GrafanaConfig,
+    /// Loki retention.
+    pub loki: LokiConfig,
+    /// The in-cluster bundle.
+    pub bundle: BundleConfig,
+    /// Health-gate timeouts for the staged rollout.
+    pub rollout: RolloutConfig,
+    /// The long-running daemon.
+    pub daemon: DaemonConfig,
+    /// Every path sightline writes.
+    pub paths: PathsConfig,
+}
+
+/// `[k3s]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct K3sConfig {
+    /// The k3s server unit restarted after an audit change.
+    pub unit: String,
+    /// The API server URL used for readiness and the rollout.
+    pub api_url: String,
+    /// How long `apply` waits for an unreachable API before leaving the cluster stages pending.
+    pub api_wait_seconds: u64,
+    /// How long a restarted k3s has to answer /readyz before sightline rolls back.
+    pub ready_timeout_seconds: u64,
+    /// Whether sightline may restart k3s at all. When false, restarts are listed as pending.
+    pub allow_restart: bool,
+    /// Directory holding server-ca.crt and client-admin.{crt,key}.
+    pub tls_dir: String,
+}
+
+impl Default for K3sConfig {
+    fn default() -> Self {
+        K3sConfig {
+            unit: "k3s.service".into(),
+            api_url: "https://127.0.0.1:6443".into(),
+            api_wait_seconds: 120,
+            ready_timeout_seconds: 300,
+            allow_restart: true,
+            tls_dir: "/var/lib/rancher/k3s/server/tls".into(),
+        }
+    }
+}
+
+/// `[audit]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Enable the k3s API audit log on server nodes.
+    pub enabled: bool,
+    /// Where the apiserver writes the audit log.
+    pub log_path: String,
+    /// `audit-log-maxage`, days.
+    pub max_age_days: u32,
+    /// `audit-log-maxbackup`, files.
+    pub max_backups: u32,
+    /// `audit-log-maxsize`, megabytes.
+    pub max_size_mb: u32,
+    /// A custom policy to install instead of the built-in one (host path).
+    pub policy_source: Option<String>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            log_path: "/var/log/k3s/audit.log".into(),
+            max_age_days: 30,
+            max_backups: 10,
+            max_size_mb: 100,
+            policy_source: None,
+        }
+    }
+}
+
+/// `[watchdog]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchdogConfig {
+    /// Arm the hardware watchdog where a device exists.
+    pub enabled: bool,
+    /// Requested RuntimeWatchdogSec; clamped below the device maximum.
+    pub timeout_seconds: u32,
+    /// Requested RebootWatchdogSec; clamped the same way.
+    pub reboot_timeout_seconds: u32,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig { enabled: true, timeout_seconds: 30, reboot_timeout_seconds: 120 }
+    }
+}
+
+/// `[throttle]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ThrottleConfig {
+    /// Install the collector timer where a throttle source exists.
+    pub enabled: bool,
+    /// How often the timer runs the collector.
+    pub interval_seconds: u32,
+    /// The textfile the collector writes.
+    pub output: String,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            enabled: true,
+            interval_seconds: 60,
+            output: "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom".into(),
+        }
+    }
+}
+
+/// `[alerting]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingConfig {
+    /// ntfy topic URL; Alertmanager posts its webhook payload there.
+    pub ntfy_url: Option<String>,
+    /// Discord webhook URL.
+    pub discord_webhook_url: Option<String>,
+    /// Email recipient.
+    pub email_to: Option<String>,
+    /// SMTP relay, `host:port`.
+    pub smtp_smarthost: Option<String>,
+    /// Sender address.
+    pub smtp_from: Option<String>,
+    /// SMTP user name, when the relay wants authentication.
+    pub smtp_auth_username: Option<String>,
+    /// Host path of a file holding the SMTP password (never put the password itself here).
+    pub smtp_auth_password_file: Option<String>,
+}
+
+/// `[grafana]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrafanaConfig {
+    /// LAN CIDRs allowed to reach Grafana directly, besides the ingress controller.
+    pub lan_cidrs: Vec<String>,
+}
+
+/// `[loki]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LokiConfig {
+    /// Log retention, 7 to 30 days.
+    pub retention_days: u32,
+}
+
+impl Default for LokiConfig {
+    fn default() -> Self {
+        LokiConfig { retention_days: 14 }
+    }
+}
+
+/// `[bundle]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BundleConfig {
+    /// The bundle archive; when absent, the copy built into the binary is used.
+    pub path: String,
+    /// Directory of chart .tgz files for air-gapped nodes.
+    pub airgap_charts_dir: Option<String>,
+}
+
+impl Default for BundleConfig {
+    fn default() -> Self {
+        BundleConfig { path: "/usr/share/sightline/bundle.tar".into(), airgap_charts_dir: None }
+    }
+}
+
+/// `[rollout]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// How long k3s may take to apply a stage file (Addon checksum matches).
+    pub addon_timeout_seconds: u64,
+    /// How long a HelmChart install job may take.
+    pub job_timeout_seconds: u64,
+    /// How long the stage's workloads may take to become ready.
+    pub workloads_timeout_seconds: u64,
+    /// How long pruning a removed stage may take.
+    pub prune_timeout_seconds: u64,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig {
+            addon_timeout_seconds: 120,
+            job_timeout_seconds: 900,
+            workloads_timeout_seconds: 900,
+            prune_timeout_seconds: 600,
+        }
+    }
+}
+
+/// `[daemon]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Full re-check interval.
+    pub recheck_interval_seconds: u64,
+    /// sightline's own metrics, as a node_exporter textfile.
+    pub metrics_file: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            recheck_interval_seconds: 300,
+            metrics_file: "/var/lib/node_exporter/textfile_collector/sightline.prom".into(),
+        }
+    }
+}
+
+/// `[paths]`: every path sightline writes, as host paths.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PathsConfig {
+    /// The audit policy k3s loads.
+    pub audit_policy: String,
+    /// The k3s config drop-in carrying the apiserver audit flags.
+    pub k3s_audit_dropin: String,
+    /// The systemd manager drop-in arming the watchdog.
+    pub watchdog_dropin: String,
+    /// The drop-in setting the throttle timer's interval.
+    pub throttle_timer_dropin: String,
+    /// The drop-in letting the throttle collector write its output directory.
+    pub throttle_service_dropin: String,
+    /// State, backups and the restart journal.
+    pub state_dir: String,
+    /// Lock and status.
+    pub run_dir: String,
+    /// Where stage files go for k3s's deploy controller.
+    pub manifests_dir: String,
+    /// Where air-gapped charts are copied for k3s to serve.
+    pub static_charts_dir: String,
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        PathsConfig {
+            audit_policy: "/etc/rancher/k3s/audit-policy.yaml".into(),
+            k3s_audit_dropin: "/etc/rancher/k3s/config.yaml.d/60-sightline-audit.yaml".into(),
+            watchdog_dropin: "/etc/systemd/system.conf.d/60-sightline-watchdog.conf".into(),
+            throttle_timer_dropin: "/etc/systemd/system/sightline-throttle.timer.d/60-sightline.conf"
+                .into(),
+            throttle_service_dropin: "/etc/systemd/system/sightline-throttle.service.d/60-sightline.conf"
+                .into(),
+            state_dir: "/var/lib/sightline".into(),
+            run_dir: "/run/sightline".into(),
+            manifests_dir: "/var/lib/rancher/k3s/server/manifests/sightline".into(),
+            static_charts_dir: "/var/lib/rancher/k3s/server/static/charts".into(),
+        }
+    }
+}
+
+impl Config {
+    /// The lock shared by every sightline process.
+    pub fn lock_path(&self) -> String {
+        format!("{}/lock", self.paths.run_dir)
+    }
+
+    /// The directory the apiserver writes the audit log into.
+    pub fn audit_log_dir(&self) -> String {
+        std::path::Path::new(&self.audit.log_path)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    /// True when at least one alert channel is configured.
+    pub fn has_alert_channel(&self) -> bool {
+        let a = &self.alerting;
+        a.ntfy_url.is_some() || a.discord_webhook_url.is_some() || a.email_to.is_some()
+    }
+}

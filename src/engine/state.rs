@@ -1,0 +1,179 @@
+//! `/var/lib/sightline/state.json`: what sightline owns and remembers.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::write_atomic;
+use crate::config::Config;
+use crate::decide::RecordedTier;
+use crate::effects::Effect;
+use crate::host::Component;
+use crate::sysroot::Sysroot;
+
+/// Current state-file format.
+pub const STATE_VERSION: u32 = 1;
+
+/// A file sightline wrote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedFile {
+    /// SHA-256 of the content sightline wrote.
+    pub sha256: String,
+    /// Mode sightline set.
+    pub mode: u32,
+    /// Owner component.
+    pub component: Component,
+    /// Host path of the copy of the file that was there before, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+}
+
+/// A directory sightline created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedDir {
+    /// Mode sightline set.
+    pub mode: u32,
+    /// Owner component.
+    pub component: Component,
+    /// True when sightline created it (rather than fixing its mode).
+    pub created: bool,
+}
+
+/// A configuration k3s refused to start with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    /// Digest of the rejected audit files.
+    pub digest: String,
+    /// When.
+    pub at: String,
+    /// Why.
+    pub reason: String,
+    /// Host directory holding the rejected files.
+    pub kept_in: String,
+}
+
+/// What sightline knows about k3s.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K3sState {
+    /// Digest of the audit files the running k3s is known to have loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_digest: Option<String>,
+    /// When the audit files were last written (µs since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_at_us: Option<u64>,
+    /// The last configuration k3s rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<Rejected>,
+}
+
+/// Persistent counters behind sightline's own metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Managed files repaired after someone else changed them.
+    pub drift_repairs: u64,
+    /// k3s restarts sightline performed.
+    pub k3s_restarts: u64,
+    /// Automatic rollbacks.
+    pub rollbacks: u64,
+}
+
+/// A stage sightline placed in the manifests directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// File name in the manifests directory.
+    pub file: String,
+    /// SHA-256 of the file as written.
+    pub sha256: String,
+    /// Last known health.
+    pub state: String,
+    /// HelmChart names in the stage (to wait for their deletion on prune).
+    #[serde(default)]
+    pub helmcharts: Vec<String>,
+}
+
+/// The state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Format version.
+    pub version: u32,
+    /// Files sightline owns, by host path.
+    #[serde(default)]
+    pub files: BTreeMap<String, ManagedFile>,
+    /// Directories sightline created or owns the mode of.
+    #[serde(default)]
+    pub dirs: BTreeMap<String, ManagedDir>,
+    /// Effects not yet executed (e.g. after `apply --no-restart`).
+    #[serde(default)]
+    pub pending_effects: Vec<Effect>,
+    /// The automatic tier decision being kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<RecordedTier>,
+    /// k3s bookkeeping.
+    #[serde(default)]
+    pub k3s: K3sState,
+    /// Counters for metrics.
+    #[serde(default)]
+    pub counters: Counters,
+    /// Stages in the manifests directory, by stage name.
+    #[serde(default)]
+    pub stages: BTreeMap<String, StageRecord>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            version: STATE_VERSION,
+            files: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+            pending_effects: Vec::new(),
+            tier: None,
+            k3s: K3sState::default(),
+            counters: Counters::default(),
+            stages: BTreeMap::new(),
+        }
+    }
+}
+
+impl State {
+    /// Host path of the state file.
+    pub fn path(cfg: &Config) -> String {
+        format!("{}/state.json", cfg.paths.state_dir)
+    }
+
+    /// Loads the state, or an empty one when there is none yet.
+    pub fn load(root: &Sysroot, cfg: &Config) -> Result<State> {
+        let path = Self::path(cfg);
+        match root.read_to_string(&path).with_context(|| format!("reading {path}"))? {
+            None => Ok(State::default()),
+            Some(text) => serde_json::from_str(&text).with_context(|| {
+                format!("{path} is corrupt; move it aside to start over (sightline then re-adopts the files it finds)")
+            }),
+        }
+    }
+
+    /// Saves the state atomically.
+    pub fn save(&self, root: &Sysroot, cfg: &Config) -> Result<()> {
+        let path = Self::path(cfg);
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        write_atomic(&root.path(&path), text.as_bytes(), 0o600).with_context(|| format!("writing {path}"))
+    }
+
+    /// Digest over the managed files of a component (path and content hash), or
+    /// `None` when it has no files.
+    pub fn component_digest(&self, component: Component) -> Option<String> {
+        digest_of(self.files.iter().filter(|(_, f)| f.component == component).map(|(p, f)| (p.as_str(), f.sha256.as_str())))
+    }
+}
+
+/// Digest over (path, sha256) pairs; `None` for an empty set.
+pub fn digest_of<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
+    let mut v: Vec<_> = pairs.collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort();
+    let joined: String = v.iter().map(|(p, h)| format!("{p}\0{h}\n")).collect();
+    Some(super::sha256_hex(joined.as_bytes()))
+}

@@ -1,0 +1,105 @@
+//! What the machine is, read entirely under the sysroot so a test can fake
+//! any machine: memory, CPU, board, OS, k3s role, CNI, BTF, watchdog,
+//! throttle source and GPU.
+
+mod board;
+mod cni;
+mod cpu;
+mod gpu;
+mod k3s;
+mod memory;
+mod os;
+mod throttle;
+mod watchdog;
+
+use serde::Serialize;
+
+pub use board::Board;
+pub use cni::Cni;
+pub use cpu::Cpu;
+pub use gpu::Gpu;
+pub use k3s::{K3s, K3sRole};
+pub use memory::Memory;
+pub use os::{Os, OsFamily};
+pub use throttle::{ThrottleSource, find_vcgencmd};
+
+/// Host path of the firmware throttle word.
+pub fn throttle_sysfs() -> &'static str {
+    throttle::GET_THROTTLED
+}
+pub use watchdog::Watchdog;
+
+use crate::sysroot::Sysroot;
+
+/// Everything sightline knows about a machine.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Facts {
+    /// `/proc/meminfo`.
+    pub memory: Memory,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// Kernel architecture name, e.g. `x86_64`, `aarch64`.
+    pub arch: String,
+    /// CPU details.
+    pub cpu: Cpu,
+    /// Board model string, e.g. "Raspberry Pi 4 Model B Rev 1.5".
+    pub board: Option<String>,
+    /// Board classification.
+    pub board_kind: Board,
+    /// Operating system.
+    pub os: Os,
+    /// k3s installation.
+    pub k3s: K3s,
+    /// The CNI plugin configured for k3s.
+    pub cni: Cni,
+    /// Kernel BTF available (`/sys/kernel/btf/vmlinux`).
+    pub btf: bool,
+    /// The first hardware watchdog, if any.
+    pub watchdog: Option<Watchdog>,
+    /// Where throttle state can be read on a Raspberry Pi.
+    pub throttle_source: ThrottleSource,
+    /// An accelerator, if any.
+    pub gpu: Option<Gpu>,
+}
+
+impl Facts {
+    /// Reads every fact under `root`.
+    pub fn detect(root: &Sysroot) -> Facts {
+        let cpu = cpu::detect(root);
+        let (board, board_kind) = board::detect(root);
+        Facts {
+            memory: memory::detect(root),
+            cpus: cpu.logical_cpus,
+            arch: cpu.arch.clone(),
+            cpu,
+            os: os::detect(root, board_kind),
+            board,
+            board_kind,
+            k3s: k3s::detect(root),
+            cni: cni::detect(root),
+            btf: root.exists("/sys/kernel/btf/vmlinux"),
+            watchdog: watchdog::detect(root),
+            throttle_source: throttle::detect(root),
+            gpu: gpu::detect(root),
+        }
+    }
+
+    /// Only the throttle source: what `collect-throttle` needs, without the
+    /// cost of a full detection on every timer tick.
+    pub fn detect_throttle_source(root: &Sysroot) -> ThrottleSource {
+        throttle::detect(root)
+    }
+
+    /// True on a Raspberry Pi board.
+    pub fn is_raspberry_pi(&self) -> bool {
+        matches!(self.board_kind, Board::RaspberryPi)
+    }
+}
+
+/// Reads a small text file under the root, trimmed of whitespace and NULs.
+pub(crate) fn read_trimmed(root: &Sysroot, host_path: &str) -> Option<String> {
+    let bytes = root.read(host_path).ok().flatten()?;
+    let s = String::from_utf8_lossy(&bytes);
+    let t = s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string();
+    (!t.is_empty()).then_some(t)
+}

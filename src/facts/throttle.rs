@@ -1,0 +1,57 @@
+//! Where a Raspberry Pi's throttle state can be read.
+
+use serde::Serialize;
+
+use crate::sysroot::Sysroot;
+
+/// The firmware's throttle word, exposed by the raspberrypi-hwmon/firmware driver.
+pub const GET_THROTTLED: &str = "/sys/devices/platform/soc/soc:firmware/get_throttled";
+
+/// Directories searched for vcgencmd when `PATH` is not set.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/vc/bin";
+
+/// Throttle source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThrottleSource {
+    /// Read the sysfs file; no fork needed.
+    Sysfs,
+    /// Run vcgencmd at this host path.
+    Vcgencmd(String),
+    /// Not a Raspberry Pi, or no way to read it.
+    None,
+}
+
+impl ThrottleSource {
+    /// `sysfs`, `vcgencmd` or `none`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ThrottleSource::Sysfs => "sysfs",
+            ThrottleSource::Vcgencmd(_) => "vcgencmd",
+            ThrottleSource::None => "none",
+        }
+    }
+}
+
+pub(super) fn detect(root: &Sysroot) -> ThrottleSource {
+    if root.path(GET_THROTTLED).is_file() {
+        return ThrottleSource::Sysfs;
+    }
+    match find_vcgencmd(root) {
+        Some(p) => ThrottleSource::Vcgencmd(p),
+        None => ThrottleSource::None,
+    }
+}
+
+/// vcgencmd's host path, searched on PATH under the root.
+pub fn find_vcgencmd(root: &Sysroot) -> Option<String> {
+    let path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
+    path.split(':')
+        .chain(["/opt/vc/bin"])
+        .filter(|d| d.starts_with('/'))
+        .map(|d| format!("{}/vcgencmd", d.trim_end_matches('/')))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(root.path(p)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}

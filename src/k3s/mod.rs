@@ -1,0 +1,6 @@
+//! Talking to k3s: the API server over TLS with the admin client
+//! certificate, read-only apart from what the design needs.
+
+pub mod api;
+
+pub use api::{ApiError, K3sApi};

@@ -1,0 +1,32 @@
+//! sightline: a host agent that makes a k3s node observable and watched.
+//!
+//! The pipeline is `facts → decisions (tier, runtime security) → host files
+//! → k3s restart → in-cluster stages`. Each stage is a module:
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`sysroot`], [`atomic`], [`lock`] | every host path, the one atomic write, the one lock |
+//! | [`config`] | layered TOML with file:line:col errors |
+//! | [`facts`], [`decide`] | what the machine is, and what it gets |
+//! | [`host`] | desired host files (audit, watchdog, throttle) |
+//! | [`engine`] | plan, apply, state, journal, safe restart, uninstall |
+//! | [`systemd`], [`k3s`] | D-Bus client, k3s API client |
+//! | [`bundle`], [`rollout`] | the in-cluster stack and its staged rollout |
+//! | [`daemon`] | `sightline run` |
+//! | [`throttle`] | the Raspberry Pi throttle collector |
+//! | [`cli`] | the command line |
+
+pub mod atomic;
+pub mod cli;
+pub mod config;
+pub mod decide;
+pub mod effects;
+pub mod engine;
+pub mod facts;
+pub mod host;
+pub mod k3s;
+pub mod lock;
+pub mod logging;
+pub mod systemd;
+pub mod sysroot;
+pub mod throttle;

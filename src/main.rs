@@ -1,0 +1,5 @@
+//! The `sightline` binary.
+
+fn main() -> std::process::ExitCode {
+    sightline::cli::main()
+}

@@ -1,0 +1,7 @@
+//! systemd over D-Bus (zbus, async on tokio) and the sd_notify protocol.
+
+mod client;
+pub mod notify;
+mod proxy;
+
+pub use client::{JobResult, SystemdClient, expect_done};
