@@ -19,6 +19,7 @@
 pub mod atomic;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod decide;
 pub mod effects;
 pub mod engine;

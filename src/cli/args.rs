@@ -67,6 +67,14 @@ pub enum Command {
         #[arg(long)]
         no_restart: bool,
     },
+    /// Run as a daemon: converge, then keep the host true (sightline.service).
+    Run,
+    /// Show what the daemon last did, pending effects and stage health.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the Raspberry Pi throttle state as node_exporter textfile metrics.
     CollectThrottle {
         /// Output file (default: [throttle] output).
@@ -92,7 +100,7 @@ impl Command {
     /// Commands that change things log at info; read-only ones only warn.
     pub fn default_log_level(&self) -> &'static str {
         match self {
-            Command::Apply { .. } | Command::Uninstall { .. } => "info",
+            Command::Apply { .. } | Command::Uninstall { .. } | Command::Run => "info",
             _ => "warn",
         }
     }

@@ -5,6 +5,7 @@ mod config_cmd;
 mod converge_cmd;
 mod detect;
 mod output;
+mod status_cmd;
 mod throttle_cmd;
 
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use anyhow::Result;
 use clap::Parser;
 
 pub use args::{Cli, Command};
+pub use converge_cmd::connect_ops;
 
 use crate::sysroot::Sysroot;
 
@@ -48,6 +50,8 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Plan { json, exit_code, host_only } => converge_cmd::plan(&ctx, json, exit_code, host_only),
         Command::Apply { no_restart, host_only, redecide } => converge_cmd::apply(&ctx, no_restart, host_only, redecide),
         Command::Uninstall { no_restart } => converge_cmd::uninstall(&ctx, no_restart),
+        Command::Run => crate::daemon::run(&ctx),
+        Command::Status { json } => status_cmd::run(&ctx, json),
         Command::CollectThrottle { output } => throttle_cmd::run(&ctx, output.as_deref()),
         Command::Completions { shell } => args::completions(shell),
         Command::Manpage { out } => args::manpages(&out),

@@ -21,7 +21,7 @@ fn mode(m: u32) -> String {
 /// One line per change: verb, path, mode.
 pub fn change_line(c: &Change) -> String {
     let detail = match &c.kind {
-        ChangeKind::ChmodDir { from } | ChangeKind::Chmod { from, .. } => format!("{} -> {}", mode(*from), mode(c.mode)),
+        ChangeKind::ChmodDir { from, .. } | ChangeKind::Chmod { from, .. } => format!("{} -> {}", mode(*from), mode(c.mode)),
         ChangeKind::Remove { restore: Some(b) } => format!("from {b}"),
         ChangeKind::Remove { restore: None } => String::new(),
         ChangeKind::Update { backup: true, .. } => format!("{} (original kept)", mode(c.mode)),

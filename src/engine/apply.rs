@@ -28,7 +28,10 @@ pub fn apply_changes(root: &Sysroot, cfg: &Config, state: &mut State, plan: &Pla
                 state.dirs.insert(c.path.clone(), ManagedDir { mode: c.mode, component: c.component, created: true });
                 info!(path = %c.path, mode = %format!("{:04o}", c.mode), component = c.component.name(), "created directory");
             }
-            ChangeKind::ChmodDir { from } => {
+            ChangeKind::ChmodDir { from, drift } => {
+                if *drift {
+                    state.counters.drift_repairs += 1;
+                }
                 std::fs::set_permissions(&real, std::fs::Permissions::from_mode(c.mode))
                     .with_context(|| format!("chmod {}", c.path))?;
                 state.dirs.entry(c.path.clone()).or_insert(ManagedDir { mode: c.mode, component: c.component, created: false });

@@ -22,6 +22,8 @@ pub enum ChangeKind {
     ChmodDir {
         /// Current mode.
         from: u32,
+        /// True when sightline set the mode and someone else changed it.
+        drift: bool,
     },
     /// Create a file.
     Create {
@@ -81,7 +83,10 @@ impl Change {
     pub fn is_drift(&self) -> bool {
         matches!(
             self.kind,
-            ChangeKind::Create { drift: true } | ChangeKind::Update { drift: true, .. } | ChangeKind::Chmod { drift: true, .. }
+            ChangeKind::Create { drift: true }
+                | ChangeKind::Update { drift: true, .. }
+                | ChangeKind::Chmod { drift: true, .. }
+                | ChangeKind::ChmodDir { drift: true, .. }
         )
     }
 
@@ -175,7 +180,10 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
             Err(e) => return Err(e).with_context(|| format!("inspecting {}", dir.path)),
             Ok(m) if m.permissions().mode() & 0o7777 != dir.mode => p.changes.push(Change {
                 path: dir.path.clone(),
-                kind: ChangeKind::ChmodDir { from: m.permissions().mode() & 0o7777 },
+                kind: ChangeKind::ChmodDir {
+                    from: m.permissions().mode() & 0o7777,
+                    drift: state.dirs.get(&dir.path).is_some_and(|d| d.mode == dir.mode),
+                },
                 mode: dir.mode,
                 component: dir.component,
                 diff: None,
@@ -259,7 +267,9 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
     for r in &desired.requirements {
         match r {
             Requirement::TimerEnabled { unit } => {
-                if !root.path(crate::host::throttle::wants_link()).exists() {
+                // The link points at a host path, so it dangles under a
+                // scratch root: look at the link itself.
+                if std::fs::symlink_metadata(root.path(crate::host::throttle::wants_link())).is_err() {
                     pending.push(Effect::EnableTimer { unit: unit.clone() });
                 }
             }

@@ -167,6 +167,26 @@ impl State {
     }
 }
 
+impl State {
+    /// True when a managed path (host path) no longer matches what sightline
+    /// recorded: content, mode, or existence. Paths it does not manage are
+    /// never drifted.
+    pub fn drifted(&self, root: &Sysroot, path: &str) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        let real = root.path(path);
+        if let Some(f) = self.files.get(path) {
+            return match (std::fs::read(&real), std::fs::metadata(&real)) {
+                (Ok(data), Ok(m)) => super::sha256_hex(&data) != f.sha256 || m.permissions().mode() & 0o7777 != f.mode,
+                _ => true,
+            };
+        }
+        if let Some(d) = self.dirs.get(path) {
+            return std::fs::metadata(&real).map(|m| m.permissions().mode() & 0o7777 != d.mode).unwrap_or(true);
+        }
+        false
+    }
+}
+
 /// Digest over (path, sha256) pairs; `None` for an empty set.
 pub fn digest_of<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
     let mut v: Vec<_> = pairs.collect();

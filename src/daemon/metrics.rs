@@ -1,0 +1,89 @@
+//! sightline's own health as node_exporter textfile metrics.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result};
+
+use super::status::Status;
+use crate::config::Config;
+use crate::engine::State;
+use crate::sysroot::Sysroot;
+
+/// Renders the metrics.
+pub fn render(state: &State, st: &Status, now_unix: u64, rss_bytes: Option<u64>) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let ok = st.last_converge.as_ref().is_some_and(|c| c.ok);
+    metric(
+        "sightline_last_converge_timestamp_seconds",
+        "gauge",
+        "Unix time of the last converge.",
+        &[(String::new(), now_unix as f64)],
+    );
+    metric("sightline_converge_success", "gauge", "1 when the last converge succeeded.", &[(String::new(), f64::from(u8::from(ok)))]);
+    metric(
+        "sightline_drift_repairs_total",
+        "counter",
+        "Managed files repaired after something else changed them.",
+        &[(String::new(), state.counters.drift_repairs as f64)],
+    );
+    metric("sightline_k3s_restarts_total", "counter", "k3s restarts performed by sightline.", &[(String::new(), state.counters.k3s_restarts as f64)]);
+    metric("sightline_rollbacks_total", "counter", "Automatic rollbacks after k3s did not come back.", &[(String::new(), state.counters.rollbacks as f64)]);
+    metric(
+        "sightline_pending_effects",
+        "gauge",
+        "Follow-up effects not yet executed.",
+        &[(String::new(), st.pending_effects.len() as f64)],
+    );
+    if !st.stages.is_empty() {
+        let samples: Vec<(String, f64)> = st
+            .stages
+            .iter()
+            .map(|s| (format!("{{stage=\"{}\"}}", s.name), f64::from(u8::from(s.state == "healthy"))))
+            .collect();
+        metric("sightline_stage_healthy", "gauge", "1 when the rollout stage is healthy.", &samples);
+    }
+    if let Some(rss) = rss_bytes {
+        metric("sightline_process_resident_memory_bytes", "gauge", "Resident memory of the process that wrote this file.", &[(String::new(), rss as f64)]);
+    }
+    metric(
+        "sightline_info",
+        "gauge",
+        "sightline version and decisions.",
+        &[(
+            format!(
+                "{{version=\"{}\",tier=\"{}\",runtime_security=\"{}\"}}",
+                env!("CARGO_PKG_VERSION"),
+                st.tier.as_deref().unwrap_or(""),
+                st.runtime_security.as_deref().unwrap_or("")
+            ),
+            1.0,
+        )],
+    );
+    out
+}
+
+/// The resident memory of this process, via sysinfo.
+pub fn own_rss() -> Option<u64> {
+    let pid = sysinfo::get_current_pid().ok()?;
+    let mut sys = sysinfo::System::new().ok()?;
+    sys.refresh_processes_specifics(
+        sysinfo::ProcessesToUpdate::Some(&[pid]),
+        true,
+        sysinfo::ProcessRefreshKind::nothing().with_memory(),
+    );
+    sys.process(pid).map(|p| p.memory())
+}
+
+/// Writes the metrics file atomically.
+pub fn write(root: &Sysroot, cfg: &Config, state: &State, st: &Status) -> Result<()> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let text = render(state, st, now, own_rss());
+    crate::throttle::write(root, &cfg.daemon.metrics_file, &text).context("writing sightline's metrics")
+}

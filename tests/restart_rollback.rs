@@ -1,0 +1,298 @@
+//! The safe-restart logic (restart, readiness, rollback, journal recovery)
+//! against a scripted stand-in for systemd and k3s. The same code runs
+//! against a real systemd in `systemd_nspawn.rs`.
+
+mod common;
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Result;
+use common::*;
+use sightline::config;
+use sightline::effects::Effect;
+use sightline::engine::journal::{Journal, Phase};
+use sightline::engine::ops::{Ops, UnitStatus};
+use sightline::engine::{ConvergeOptions, State, converge};
+use sightline::facts::Facts;
+use sightline::sysroot::Sysroot;
+
+const POLICY: &str = "/etc/rancher/k3s/audit-policy.yaml";
+const DROPIN: &str = "/etc/rancher/k3s/config.yaml.d/60-sightline-audit.yaml";
+
+/// A fake k3s: on every (re)start it "loads" the audit policy on disk and
+/// becomes ready unless the policy contains `REJECT`.
+struct FakeK3s {
+    root: PathBuf,
+    ready: RefCell<bool>,
+    restarts: RefCell<Vec<Option<String>>>,
+    n_restarts: RefCell<u32>,
+    start_us: RefCell<u64>,
+    watchdog: RefCell<u64>,
+    watchdog_cap: Option<u64>,
+    calls: RefCell<Vec<String>>,
+}
+
+impl FakeK3s {
+    fn new(root: &Path) -> FakeK3s {
+        FakeK3s {
+            root: root.to_path_buf(),
+            ready: RefCell::new(true),
+            restarts: RefCell::new(Vec::new()),
+            n_restarts: RefCell::new(0),
+            start_us: RefCell::new(1),
+            watchdog: RefCell::new(0),
+            watchdog_cap: None,
+            calls: RefCell::new(Vec::new()),
+        }
+    }
+    fn loaded_policies(&self) -> Vec<Option<String>> {
+        self.restarts.borrow().clone()
+    }
+}
+
+impl Ops for FakeK3s {
+    async fn daemon_reload(&self) -> Result<()> {
+        self.calls.borrow_mut().push("reload".into());
+        Ok(())
+    }
+    async fn set_runtime_watchdog(&self, usec: u64) -> Result<u64> {
+        let v = self.watchdog_cap.map_or(usec, |c| usec.min(c));
+        *self.watchdog.borrow_mut() = v;
+        Ok(v)
+    }
+    async fn enable_and_restart(&self, unit: &str) -> Result<()> {
+        self.calls.borrow_mut().push(format!("enable {unit}"));
+        // What EnableUnitFiles does on disk.
+        let wants = self.root.join("etc/systemd/system/timers.target.wants");
+        std::fs::create_dir_all(&wants)?;
+        std::os::unix::fs::symlink(format!("/usr/lib/systemd/system/{unit}"), wants.join(unit))?;
+        Ok(())
+    }
+    async fn disable_and_stop(&self, unit: &str) -> Result<()> {
+        self.calls.borrow_mut().push(format!("disable {unit}"));
+        Ok(())
+    }
+    async fn restart_unit(&self, unit: &str, _t: Duration) -> Result<String> {
+        self.calls.borrow_mut().push(format!("restart {unit}"));
+        let policy = std::fs::read_to_string(self.root.join(POLICY.trim_start_matches('/'))).ok();
+        *self.ready.borrow_mut() = !policy.as_deref().is_some_and(|p| p.contains("REJECT"));
+        *self.start_us.borrow_mut() = sightline::engine::converge::now_us();
+        self.restarts.borrow_mut().push(policy);
+        Ok(if *self.ready.borrow() { "done".into() } else { "failed".into() })
+    }
+    async fn unit_status(&self, _unit: &str) -> Result<UnitStatus> {
+        Ok(UnitStatus {
+            active_state: if *self.ready.borrow() { "active".into() } else { "activating".into() },
+            sub_state: "running".into(),
+            invocation_id: format!("{:032x}", self.restarts.borrow().len()),
+            n_restarts: *self.n_restarts.borrow(),
+            exec_main_start_us: *self.start_us.borrow(),
+            load_state: "loaded".into(),
+        })
+    }
+    async fn k3s_ready(&self) -> Result<(), String> {
+        if *self.ready.borrow() {
+            Ok(())
+        } else {
+            // Restart=always: a rejected configuration crash-loops.
+            *self.n_restarts.borrow_mut() += 1;
+            Err("connection refused".into())
+        }
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    root: Sysroot,
+}
+
+fn env(name: &str, config: &str) -> Env {
+    let dir = fixture(name);
+    write(dir.path(), "/etc/sightline/config.toml", &format!("[k3s]\nready_timeout_seconds = 10\n{config}"));
+    let root = Sysroot::new(dir.path());
+    Env { _dir: dir, root }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+async fn apply(env: &Env, ops: &FakeK3s, explicit: bool) -> Result<sightline::engine::ConvergeReport> {
+    let cfg = config::load(&env.root).unwrap();
+    let facts = Facts::detect(&env.root);
+    let mut state = State::load(&env.root, &cfg.config).unwrap();
+    let opts = ConvergeOptions { explicit, ..Default::default() };
+    converge(&env.root, &cfg, &facts, &mut state, Some(ops), opts).await
+}
+
+fn state(env: &Env) -> State {
+    let cfg = config::load(&env.root).unwrap();
+    State::load(&env.root, &cfg.config).unwrap()
+}
+
+#[test]
+fn first_apply_restarts_once_second_restarts_nothing() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        let r = apply(&e, &ops, true).await.unwrap();
+        assert_eq!(ops.loaded_policies().len(), 1, "exactly one restart");
+        assert!(r.effects_run.iter().any(|x| matches!(x.effect, Effect::RestartK3s { .. }) && x.outcome == "done"));
+        assert_eq!(*ops.watchdog.borrow(), 14_000_000);
+        assert!(ops.calls.borrow().contains(&"enable sightline-throttle.timer".to_string()));
+        let r2 = apply(&e, &ops, true).await.unwrap();
+        assert_eq!(ops.loaded_policies().len(), 1, "no second restart");
+        assert!(r2.effects_run.is_empty(), "{:?}", r2.effects_run);
+        assert!(state(&e).pending_effects.is_empty());
+        assert!(Journal::load(&e.root, &config::load(&e.root).unwrap().config).unwrap().is_none());
+    });
+}
+
+#[test]
+fn rejected_change_rolls_back_and_daemon_does_not_retry() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        let good = read(e.root.root(), POLICY);
+        let good_dropin = read(e.root.root(), DROPIN);
+        // A policy sightline accepts but this k3s refuses.
+        write(e.root.root(), "/etc/sightline/custom-policy.yaml", &format!("# REJECT\n{good}"));
+        write(
+            e.root.root(),
+            "/etc/sightline/config.toml",
+            "[k3s]\nready_timeout_seconds = 60\n[audit]\npolicy_source = \"/etc/sightline/custom-policy.yaml\"\n",
+        );
+        let err = apply(&e, &ops, true).await.unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("did not become ready"), "{msg}");
+        assert!(msg.contains("previous configuration is restored"), "{msg}");
+        assert!(msg.contains("/var/lib/sightline/rejected/"), "says where the rejected files are: {msg}");
+        assert_eq!(read(e.root.root(), POLICY), good, "old policy back");
+        assert_eq!(read(e.root.root(), DROPIN), good_dropin);
+        assert!(msg.contains("crash-looping"), "detected well before the 60 s deadline: {msg}");
+        let loaded = ops.loaded_policies();
+        assert_eq!(loaded.len(), 3, "good, rejected, back to good");
+        assert_eq!(loaded[2].as_deref(), Some(good.as_str()), "k3s ends on the old configuration");
+        assert!(*ops.ready.borrow());
+        let st = state(&e);
+        let rej = st.k3s.rejected.clone().expect("rejection recorded");
+        let kept = e.root.path(format!("{}{POLICY}", rej.kept_in));
+        assert!(std::fs::read_to_string(kept).unwrap().contains("REJECT"));
+        assert_eq!(st.counters.rollbacks, 1);
+
+        // The daemon (not explicit) must not restart k3s into the same failure.
+        let r = apply(&e, &ops, false).await.unwrap();
+        assert_eq!(ops.loaded_policies().len(), 3, "no retry");
+        assert!(r.plan.warnings.iter().any(|w| w.contains("rejected")), "{:?}", r.plan.warnings);
+        assert_eq!(read(e.root.root(), POLICY), good);
+    });
+}
+
+#[test]
+fn interrupted_restart_is_finished_on_next_start() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        // Simulate a run killed after writing the files and before the
+        // readiness check: files written, journal in Restarting, k3s still
+        // running the old (no) configuration.
+        let cfg = config::load(&e.root).unwrap();
+        let j = Journal::begin(&e.root, &cfg.config, &[POLICY.into(), DROPIN.into()], Default::default(), None, Some("new".into())).unwrap();
+        write(e.root.root(), POLICY, &std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap());
+        let mut j = j;
+        j.written_at_us = sightline::engine::converge::now_us() + 10_000_000;
+        j.set_phase(&e.root, &cfg.config, Phase::Restarting).unwrap();
+        let r = apply(&e, &ops, false).await.unwrap();
+        assert!(r.recovered.as_deref().unwrap_or_default().contains("finished an interrupted k3s restart"), "{:?}", r.recovered);
+        assert!(*ops.ready.borrow());
+        assert!(Journal::load(&e.root, &cfg.config).unwrap().is_none(), "journal closed");
+    });
+}
+
+#[test]
+fn interrupted_restart_that_fails_is_rolled_back() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        let cfg = config::load(&e.root).unwrap();
+        let j = Journal::begin(&e.root, &cfg.config, &[POLICY.into()], Default::default(), None, Some("new".into())).unwrap();
+        write(e.root.root(), POLICY, "# REJECT\napiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None}]\n");
+        let mut j = j;
+        j.written_at_us = sightline::engine::converge::now_us() + 10_000_000;
+        j.set_phase(&e.root, &cfg.config, Phase::Restarting).unwrap();
+        let cfg2 = config::load(&e.root).unwrap();
+        let facts = Facts::detect(&e.root);
+        let mut st = State::load(&e.root, &cfg2.config).unwrap();
+        let err = converge(&e.root, &cfg2, &facts, &mut st, Some(&ops), ConvergeOptions::default()).await.unwrap_err();
+        assert!(format!("{err:#}").contains("previous configuration is restored"), "{err:#}");
+        assert!(!e.root.path(POLICY).exists(), "the file did not exist before the change");
+        assert!(*ops.ready.borrow(), "k3s healthy in the end");
+    });
+}
+
+#[test]
+fn interrupted_write_is_undone_without_restart() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        let cfg = config::load(&e.root).unwrap();
+        Journal::begin(&e.root, &cfg.config, &[POLICY.into()], Default::default(), None, None).unwrap();
+        write(e.root.root(), POLICY, "half-writ");
+        let r = apply(&e, &ops, false).await.unwrap();
+        assert!(r.recovered.unwrap().contains("undone before k3s saw it"));
+        assert_eq!(ops.loaded_policies().len(), 1, "then the normal converge restarts once");
+        assert_eq!(read(e.root.root(), POLICY), std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap());
+    });
+}
+
+#[test]
+fn pending_restart_is_dropped_when_k3s_started_after_the_write() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        // First boot: files written before k3s ever ran (--no-restart).
+        let cfg = config::load(&e.root).unwrap();
+        let facts = Facts::detect(&e.root);
+        let mut st = State::load(&e.root, &cfg.config).unwrap();
+        let opts = ConvergeOptions { no_restart: true, explicit: true, ..Default::default() };
+        converge::<FakeK3s>(&e.root, &cfg, &facts, &mut st, None, opts).await.unwrap();
+        // k3s starts later on its own and loads them.
+        *ops.start_us.borrow_mut() = sightline::engine::converge::now_us() + 1;
+        let r = apply(&e, &ops, false).await.unwrap();
+        let restart = r.effects_run.iter().find(|x| matches!(x.effect, Effect::RestartK3s { .. })).unwrap();
+        assert!(restart.outcome.starts_with("skipped: k3s.service started after"), "{}", restart.outcome);
+        assert!(ops.loaded_policies().is_empty(), "no restart at all");
+        assert!(state(&e).k3s.loaded_digest.is_some());
+    });
+}
+
+#[test]
+fn watchdog_value_that_does_not_stick_fails_and_stays_pending() {
+    let e = env("pi4", "");
+    let mut ops = FakeK3s::new(e.root.root());
+    ops.watchdog_cap = Some(10_000_000);
+    rt().block_on(async {
+        let err = apply(&e, &ops, true).await.unwrap_err();
+        assert!(format!("{err:#}").contains("reads back 10000000"), "{err:#}");
+        assert!(state(&e).pending_effects.contains(&Effect::ApplyWatchdog { runtime_usec: 14_000_000 }));
+    });
+}
+
+#[test]
+fn uninstall_after_a_real_restart_restarts_k3s_without_the_flags() {
+    let e = env("ubuntu-cilium", "");
+    let ops = FakeK3s::new(e.root.root());
+    let original = read(e.root.root(), POLICY);
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        let cfg = config::load(&e.root).unwrap();
+        let facts = Facts::detect(&e.root);
+        let r = sightline::engine::uninstall::uninstall(&e.root, &cfg, &facts, Some(&ops), false).await.unwrap();
+        assert!(r.host.effects_run.iter().any(|x| matches!(x.effect, Effect::RestartK3s { .. }) && x.outcome == "done"));
+        assert_eq!(ops.loaded_policies().last().unwrap().as_deref(), Some(original.as_str()));
+        assert!(!e.root.path("/var/lib/sightline").exists(), "state cleared");
+    });
+}
