@@ -121,10 +121,16 @@ mod tests {
         let p = d.path().join("a/b/secret.yaml");
         write_atomic(&p, b"one", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"one");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
         write_atomic(&p, b"two", 0o644).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o644);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o644
+        );
         let leftovers: Vec<_> = fs::read_dir(p.parent().unwrap())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -144,7 +150,10 @@ mod tests {
         fs::write(bad.join("x"), b"x").unwrap();
         assert!(write_atomic(&bad, b"new", 0o644).is_err());
         assert_eq!(fs::read(&p).unwrap(), b"old");
-        let names: Vec<_> = fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "temp file leaked: {names:?}");
     }
 
@@ -153,9 +162,16 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("var/log/k3s");
         create_dir_all(&p, 0o700).unwrap();
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o7777, 0o700);
         assert_eq!(
-            fs::metadata(p.parent().unwrap()).unwrap().permissions().mode() & 0o7777,
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        assert_eq!(
+            fs::metadata(p.parent().unwrap())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
             0o755
         );
     }

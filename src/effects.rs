@@ -37,9 +37,15 @@ impl std::fmt::Display for Effect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Effect::DaemonReload => f.write_str("reload systemd (daemon-reload)"),
-            Effect::ApplyWatchdog { runtime_usec: 0 } => f.write_str("disarm the runtime watchdog (RuntimeWatchdogUSec=0)"),
+            Effect::ApplyWatchdog { runtime_usec: 0 } => {
+                f.write_str("disarm the runtime watchdog (RuntimeWatchdogUSec=0)")
+            }
             Effect::ApplyWatchdog { runtime_usec } => {
-                write!(f, "apply the watchdog setting (RuntimeWatchdogUSec={}s)", runtime_usec / 1_000_000)
+                write!(
+                    f,
+                    "apply the watchdog setting (RuntimeWatchdogUSec={}s)",
+                    runtime_usec / 1_000_000
+                )
             }
             Effect::EnableTimer { unit } => write!(f, "enable and start {unit}"),
             Effect::DisableTimer { unit } => write!(f, "stop and disable {unit}"),

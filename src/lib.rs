@@ -17,6 +17,7 @@
 //! | [`cli`] | the command line |
 
 pub mod atomic;
+pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -28,6 +29,7 @@ pub mod host;
 pub mod k3s;
 pub mod lock;
 pub mod logging;
-pub mod systemd;
+pub mod rollout;
 pub mod sysroot;
+pub mod systemd;
 pub mod throttle;

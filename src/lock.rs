@@ -49,7 +49,9 @@ impl Lock {
                     file = f;
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+                Err((_, e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()));
+                }
             }
         }
     }
@@ -86,7 +88,10 @@ mod tests {
         let p = d.path().join("run/sightline/lock");
         let held = Lock::acquire(&p, Duration::ZERO).unwrap();
         let err = Lock::acquire(&p, Duration::from_millis(120)).unwrap_err();
-        assert!(err.to_string().contains(&std::process::id().to_string()), "{err}");
+        assert!(
+            err.to_string().contains(&std::process::id().to_string()),
+            "{err}"
+        );
         drop(held);
         Lock::acquire(&p, Duration::ZERO).unwrap();
     }

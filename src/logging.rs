@@ -13,12 +13,18 @@ pub fn under_systemd() -> bool {
 /// Installs the global subscriber. `default_level` applies unless
 /// `SIGHTLINE_LOG` (an EnvFilter directive) says otherwise.
 pub fn init(default_level: &str) {
-    let filter = EnvFilter::try_from_env("SIGHTLINE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let filter =
+        EnvFilter::try_from_env("SIGHTLINE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
     let result = if under_systemd() {
         builder.without_time().with_ansi(false).try_init()
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).try_init()
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
     };
     // A second init (tests) is harmless.
     let _ = result;

@@ -86,8 +86,14 @@ mod tests {
     #[test]
     fn joins_and_never_escapes() {
         let r = Sysroot::new("/tmp/x");
-        assert_eq!(r.path("/etc/os-release"), PathBuf::from("/tmp/x/etc/os-release"));
-        assert_eq!(r.path("/../../etc/passwd"), PathBuf::from("/tmp/x/etc/passwd"));
+        assert_eq!(
+            r.path("/etc/os-release"),
+            PathBuf::from("/tmp/x/etc/os-release")
+        );
+        assert_eq!(
+            r.path("/../../etc/passwd"),
+            PathBuf::from("/tmp/x/etc/passwd")
+        );
         assert_eq!(r.path("etc/a/../b"), PathBuf::from("/tmp/x/etc/a/b"));
         assert_eq!(
             r.host_path(Path::new("/tmp/x/var/lib/sightline")),

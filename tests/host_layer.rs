@@ -33,20 +33,83 @@ fn decisions_for_every_machine() {
         throttle: &'static str,
     }
     let cases = [
-        Case { name: "pi4", tier: "light", rs: "falco", driver: "kmod".into(), role: "server", cni: "flannel", btf: false, arch: "aarch64", os: "debian", throttle: "sysfs" },
-        Case { name: "ubuntu-cilium", tier: "full", rs: "tetragon", driver: Value::Null, role: "server", cni: "cilium", btf: true, arch: "x86_64", os: "ubuntu", throttle: "none" },
-        Case { name: "flatcar", tier: "full", rs: "falco", driver: "modern_ebpf".into(), role: "server", cni: "flannel", btf: true, arch: "x86_64", os: "flatcar", throttle: "none" },
-        Case { name: "agent", tier: "full", rs: "falco", driver: "modern_ebpf".into(), role: "agent", cni: "flannel", btf: true, arch: "x86_64", os: "debian", throttle: "none" },
-        Case { name: "nok3s", tier: "light", rs: "falco", driver: "kmod".into(), role: "none", cni: "none", btf: false, arch: "x86_64", os: "debian", throttle: "none" },
+        Case {
+            name: "pi4",
+            tier: "light",
+            rs: "falco",
+            driver: "kmod".into(),
+            role: "server",
+            cni: "flannel",
+            btf: false,
+            arch: "aarch64",
+            os: "debian",
+            throttle: "sysfs",
+        },
+        Case {
+            name: "ubuntu-cilium",
+            tier: "full",
+            rs: "tetragon",
+            driver: Value::Null,
+            role: "server",
+            cni: "cilium",
+            btf: true,
+            arch: "x86_64",
+            os: "ubuntu",
+            throttle: "none",
+        },
+        Case {
+            name: "flatcar",
+            tier: "full",
+            rs: "falco",
+            driver: "modern_ebpf".into(),
+            role: "server",
+            cni: "flannel",
+            btf: true,
+            arch: "x86_64",
+            os: "flatcar",
+            throttle: "none",
+        },
+        Case {
+            name: "agent",
+            tier: "full",
+            rs: "falco",
+            driver: "modern_ebpf".into(),
+            role: "agent",
+            cni: "flannel",
+            btf: true,
+            arch: "x86_64",
+            os: "debian",
+            throttle: "none",
+        },
+        Case {
+            name: "nok3s",
+            tier: "light",
+            rs: "falco",
+            driver: "kmod".into(),
+            role: "none",
+            cni: "none",
+            btf: false,
+            arch: "x86_64",
+            os: "debian",
+            throttle: "none",
+        },
     ];
     for c in cases {
         let root = fixture(c.name);
         let d = detect(root.path());
         assert_eq!(s(&d["tier"]), c.tier, "{}: {d:#}", c.name);
-        assert!(!d["tier_reasons"].as_array().unwrap().is_empty(), "{}", c.name);
+        assert!(
+            !d["tier_reasons"].as_array().unwrap().is_empty(),
+            "{}",
+            c.name
+        );
         assert_eq!(s(&d["runtime_security"]), c.rs, "{}", c.name);
         assert_eq!(d["falco_driver"], c.driver, "{}", c.name);
-        assert!(!d["runtime_security_reasons"].as_array().unwrap().is_empty(), "{}", c.name);
+        assert!(
+            !d["runtime_security_reasons"].as_array().unwrap().is_empty(),
+            "{}",
+            c.name
+        );
         assert_eq!(s(&d["k3s"]["role"]), c.role, "{}", c.name);
         assert_eq!(s(&d["cni"]), c.cni, "{}", c.name);
         assert_eq!(d["btf"], Value::Bool(c.btf), "{}", c.name);
@@ -69,22 +132,44 @@ fn pi4_facts_in_detail() {
     assert_eq!(d["memory"]["available_bytes"], 3_201_820u64 * 1024);
     assert_eq!(d["cpus"], 4);
     assert_eq!(s(&d["watchdog"]["device"]), "/dev/watchdog0");
-    assert_eq!(s(&d["watchdog"]["identity"]), "Broadcom BCM2835 Watchdog timer");
-    assert_eq!(d["watchdog"]["max_timeout_s"], 15, "known BCM2835 maximum when sysfs lacks max_timeout");
+    assert_eq!(
+        s(&d["watchdog"]["identity"]),
+        "Broadcom BCM2835 Watchdog timer"
+    );
+    assert_eq!(
+        d["watchdog"]["max_timeout_s"], 15,
+        "known BCM2835 maximum when sysfs lacks max_timeout"
+    );
     assert_eq!(d["gpu"], Value::Null);
     let reasons = d["tier_reasons"].to_string();
-    assert!(reasons.contains("6.0 GiB"), "the rule is explained: {reasons}");
+    assert!(
+        reasons.contains("6.0 GiB"),
+        "the rule is explained: {reasons}"
+    );
     let text = ok(root.path(), &["detect"]);
-    assert!(text.contains("tier") && text.contains("light") && text.contains("Raspberry Pi 4"), "{text}");
+    assert!(
+        text.contains("tier") && text.contains("light") && text.contains("Raspberry Pi 4"),
+        "{text}"
+    );
 }
 
 #[test]
 fn overrides_win_and_say_so() {
     let root = fixture("ubuntu-cilium");
-    write(root.path(), "/etc/sightline/config.toml", "tier = \"light\"\nruntime_security = \"none\"\n");
+    write(
+        root.path(),
+        "/etc/sightline/config.toml",
+        "tier = \"light\"\nruntime_security = \"none\"\n",
+    );
     let d = detect(root.path());
     assert_eq!(s(&d["tier"]), "light");
-    assert!(d["tier_reasons"][0].as_str().unwrap().contains("/etc/sightline/config.toml:1:1"), "{d:#}");
+    assert!(
+        d["tier_reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("/etc/sightline/config.toml:1:1"),
+        "{d:#}"
+    );
     assert_eq!(s(&d["runtime_security"]), "none");
     assert_eq!(d["tier_overridden"], true);
 }
@@ -92,7 +177,11 @@ fn overrides_win_and_say_so() {
 #[test]
 fn gpu_and_vm_detection() {
     let root = fixture("flatcar");
-    write(root.path(), "/proc/driver/nvidia/gpus/0000:01:00.0/information", "Model: Tesla T4\n");
+    write(
+        root.path(),
+        "/proc/driver/nvidia/gpus/0000:01:00.0/information",
+        "Model: Tesla T4\n",
+    );
     let d = detect(root.path());
     assert_eq!(s(&d["gpu"]["vendor"]), "nvidia");
     assert_eq!(d["virtualized"], true);
@@ -104,28 +193,53 @@ fn pi4_apply_writes_every_file_with_content_and_mode() {
     let r = root.path();
     let out = ok(r, &["apply", "--no-restart"]);
     // The log directory comes first: k3s needs it before the flags point at it.
-    let first = out.lines().find(|l| l.trim_start().starts_with("mkdir")).unwrap();
+    let first = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("mkdir"))
+        .unwrap();
     assert!(first.contains("/var/log/k3s"), "{out}");
     assert_eq!(mode(r, "/var/log/k3s"), 0o700);
 
-    assert_eq!(read(r, POLICY), std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap());
+    assert_eq!(
+        read(r, POLICY),
+        std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap()
+    );
     assert_eq!(mode(r, POLICY), 0o600);
     let dropin = read(r, DROPIN);
     assert_eq!(
-        dropin.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n"),
+        dropin
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"),
         "kube-apiserver-arg+:\n  - \"audit-log-path=/var/log/k3s/audit.log\"\n  - \"audit-policy-file=/etc/rancher/k3s/audit-policy.yaml\"\n  - \"audit-log-maxage=30\"\n  - \"audit-log-maxbackup=10\"\n  - \"audit-log-maxsize=100\""
     );
-    assert!(!dropin.contains("\nkube-apiserver-arg:"), "never the plain key");
+    assert!(
+        !dropin.contains("\nkube-apiserver-arg:"),
+        "never the plain key"
+    );
     assert_eq!(mode(r, DROPIN), 0o600);
 
     let wd = read(r, WATCHDOG);
-    assert!(wd.contains("[Manager]\nRuntimeWatchdogSec=14s\nRebootWatchdogSec=14s\n"), "{wd}");
-    assert!(!wd.contains("WatchdogDevice="), "watchdog0 is systemd's default");
+    assert!(
+        wd.contains("[Manager]\nRuntimeWatchdogSec=14s\nRebootWatchdogSec=14s\n"),
+        "{wd}"
+    );
+    assert!(
+        !wd.contains("WatchdogDevice="),
+        "watchdog0 is systemd's default"
+    );
     assert_eq!(mode(r, WATCHDOG), 0o644);
 
     let timer = read(r, TIMER_DROPIN);
-    assert!(timer.ends_with("[Timer]\nOnUnitActiveSec=\nOnUnitActiveSec=60s\n"), "{timer}");
-    assert!(read(r, SERVICE_DROPIN).ends_with("[Service]\nReadWritePaths=/var/lib/node_exporter/textfile_collector\n"));
+    assert!(
+        timer.ends_with("[Timer]\nOnUnitActiveSec=\nOnUnitActiveSec=60s\n"),
+        "{timer}"
+    );
+    assert!(
+        read(r, SERVICE_DROPIN)
+            .ends_with("[Service]\nReadWritePaths=/var/lib/node_exporter/textfile_collector\n")
+    );
     assert_eq!(mode(r, "/var/lib/node_exporter/textfile_collector"), 0o755);
     assert_eq!(mode(r, STATE), 0o600);
 
@@ -137,7 +251,10 @@ fn pi4_apply_writes_every_file_with_content_and_mode() {
     ] {
         assert!(out.contains(effect), "missing effect {effect:?} in:\n{out}");
     }
-    assert!(out.contains("--no-restart: effects are listed, not run"), "{out}");
+    assert!(
+        out.contains("--no-restart: effects are listed, not run"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -147,7 +264,10 @@ fn ubuntu_gets_tetragon_facts_audit_watchdog_but_no_throttle() {
     let out = ok(r, &["apply", "--no-restart"]);
     assert!(read(r, WATCHDOG).contains("RuntimeWatchdogSec=30s\nRebootWatchdogSec=120s\n"));
     assert!(!r.join(TIMER_DROPIN.trim_start_matches('/')).exists());
-    assert!(out.contains("config.yaml sets plain kube-apiserver-arg"), "warns about the plain key: {out}");
+    assert!(
+        out.contains("config.yaml sets plain kube-apiserver-arg"),
+        "warns about the plain key: {out}"
+    );
     assert!(out.contains("original kept"), "{out}");
 }
 
@@ -164,12 +284,22 @@ fn agent_and_no_k3s_get_no_audit_files() {
         let after = snapshot(r);
         let added: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
         let allowed = |p: &std::path::Path| {
-            p.starts_with("run") || p.starts_with("var/lib/sightline") || p == std::path::Path::new("var/lib/") || p == std::path::Path::new("var/")
+            p.starts_with("run")
+                || p.starts_with("var/lib/sightline")
+                || p == std::path::Path::new("var/lib/")
+                || p == std::path::Path::new("var/")
         };
-        assert!(added.iter().all(|p| allowed(p)), "{name}: only state and the lock may appear, got {added:?}");
+        assert!(
+            added.iter().all(|p| allowed(p)),
+            "{name}: only state and the lock may appear, got {added:?}"
+        );
         let plan: Value = serde_json::from_str(&ok(r, &["plan", "--json"])).unwrap();
         let skipped = plan["host"]["skipped"].to_string();
-        let why = if name == "agent" { "agent node" } else { "no k3s server" };
+        let why = if name == "agent" {
+            "agent node"
+        } else {
+            "no k3s server"
+        };
         assert!(skipped.contains(why), "{name}: {skipped}");
         assert!(out.contains("nothing changed"), "{name}: {out}");
     }
@@ -205,11 +335,23 @@ fn skipped_restart_stays_pending_and_plan_exit_code_says_so() {
     assert_eq!(before.status.code(), Some(2));
     ok(r, &["apply", "--no-restart"]);
     let out = ok(r, &["apply", "--no-restart"]);
-    assert!(out.contains("pending from an earlier run") && out.contains("restart k3s.service"), "{out}");
-    assert_eq!(sightline(r, &["plan", "--exit-code"]).status.code(), Some(2), "a pending restart is something to do");
+    assert!(
+        out.contains("pending from an earlier run") && out.contains("restart k3s.service"),
+        "{out}"
+    );
+    assert_eq!(
+        sightline(r, &["plan", "--exit-code"]).status.code(),
+        Some(2),
+        "a pending restart is something to do"
+    );
     let nok = fixture("nok3s");
     ok(nok.path(), &["apply", "--no-restart"]);
-    assert_eq!(sightline(nok.path(), &["plan", "--exit-code"]).status.code(), Some(0));
+    assert_eq!(
+        sightline(nok.path(), &["plan", "--exit-code"])
+            .status
+            .code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -218,8 +360,16 @@ fn plan_shows_unified_diffs_and_changes_nothing() {
     let r = root.path();
     let before = snapshot(r);
     let out = ok(r, &["plan"]);
-    assert!(out.contains("--- a/etc/rancher/k3s/audit-policy.yaml\n+++ b/etc/rancher/k3s/audit-policy.yaml"), "{out}");
-    assert!(out.contains("-# hand-written policy from before sightline"), "{out}");
+    assert!(
+        out.contains(
+            "--- a/etc/rancher/k3s/audit-policy.yaml\n+++ b/etc/rancher/k3s/audit-policy.yaml"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("-# hand-written policy from before sightline"),
+        "{out}"
+    );
     assert!(out.contains("+kube-apiserver-arg+:"), "{out}");
     assert_eq!(snapshot(r), before, "plan must not write");
 }
@@ -229,11 +379,18 @@ fn drift_is_repaired_and_counted_as_such() {
     let root = fixture("pi4");
     let r = root.path();
     ok(r, &["apply", "--no-restart"]);
-    write(r, POLICY, "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n");
+    write(
+        r,
+        POLICY,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n",
+    );
     let plan = ok(r, &["plan"]);
     assert!(plan.contains("repair") && plan.contains(POLICY), "{plan}");
     ok(r, &["apply", "--no-restart"]);
-    assert_eq!(read(r, POLICY), std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap());
+    assert_eq!(
+        read(r, POLICY),
+        std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap()
+    );
     let state: Value = serde_json::from_str(&read(r, STATE)).unwrap();
     assert_eq!(state["counters"]["drift_repairs"], 1);
 }
@@ -243,7 +400,11 @@ fn uninstall_restores_a_preexisting_file_and_removes_the_rest() {
     let root = fixture("ubuntu-cilium");
     let r = root.path();
     let original = read(r, POLICY);
-    std::fs::set_permissions(r.join(POLICY.trim_start_matches('/')), std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(
+        r.join(POLICY.trim_start_matches('/')),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .unwrap();
     ok(r, &["apply", "--no-restart"]);
     assert_ne!(read(r, POLICY), original);
     let out = ok(r, &["uninstall", "--no-restart"]);
@@ -256,42 +417,80 @@ fn uninstall_restores_a_preexisting_file_and_removes_the_rest() {
     // so taking them away needs no restart either.
     assert!(!out.contains("restart k3s.service"), "{out}");
     assert!(out.contains("disarm the runtime watchdog"), "{out}");
-    assert!(!out.contains("RuntimeWatchdogUSec=30s"), "the superseded watchdog value is not listed: {out}");
+    assert!(
+        !out.contains("RuntimeWatchdogUSec=30s"),
+        "the superseded watchdog value is not listed: {out}"
+    );
 }
 
 #[test]
 fn bad_config_names_file_line_column_and_writes_nothing() {
     let root = fixture("pi4");
     let r = root.path();
-    write(r, "/etc/sightline/config.d/50-local.toml", "[watchdog]\nenabled = true\ntimeout_secs = 10\n");
+    write(
+        r,
+        "/etc/sightline/config.d/50-local.toml",
+        "[watchdog]\nenabled = true\ntimeout_secs = 10\n",
+    );
     let before = snapshot(r);
     let out = sightline(r, &["apply", "--no-restart"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/etc/sightline/config.d/50-local.toml:3:1"), "{err}");
-    assert!(err.contains("timeout_seconds") && err.contains("fix:"), "says what is expected: {err}");
+    assert!(
+        err.contains("/etc/sightline/config.d/50-local.toml:3:1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("timeout_seconds") && err.contains("fix:"),
+        "says what is expected: {err}"
+    );
     assert_eq!(snapshot(r), before, "nothing may be written");
 
-    write(r, "/etc/sightline/config.d/50-local.toml", "[loki]\nretention_days = \"two weeks\"\n");
+    write(
+        r,
+        "/etc/sightline/config.d/50-local.toml",
+        "[loki]\nretention_days = \"two weeks\"\n",
+    );
     let err = String::from_utf8_lossy(&sightline(r, &["plan"]).stderr).into_owned();
     assert!(err.contains("50-local.toml:2:18"), "{err}");
 
-    write(r, "/etc/sightline/config.d/50-local.toml", "[throttle]\ninterval_seconds = 1\n");
-    let err = String::from_utf8_lossy(&sightline(r, &["apply", "--no-restart"]).stderr).into_owned();
-    assert!(err.contains("50-local.toml:2:1") && err.contains("between 5 and 3600"), "{err}");
+    write(
+        r,
+        "/etc/sightline/config.d/50-local.toml",
+        "[throttle]\ninterval_seconds = 1\n",
+    );
+    let err =
+        String::from_utf8_lossy(&sightline(r, &["apply", "--no-restart"]).stderr).into_owned();
+    assert!(
+        err.contains("50-local.toml:2:1") && err.contains("between 5 and 3600"),
+        "{err}"
+    );
 }
 
 #[test]
 fn bad_custom_policy_is_refused_before_anything_is_written() {
     let root = fixture("pi4");
     let r = root.path();
-    write(r, "/etc/sightline/my-policy.yaml", "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Verbose\n");
-    write(r, "/etc/sightline/config.toml", "[audit]\npolicy_source = \"/etc/sightline/my-policy.yaml\"\n");
+    write(
+        r,
+        "/etc/sightline/my-policy.yaml",
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Verbose\n",
+    );
+    write(
+        r,
+        "/etc/sightline/config.toml",
+        "[audit]\npolicy_source = \"/etc/sightline/my-policy.yaml\"\n",
+    );
     let before = snapshot(r);
     let out = sightline(r, &["apply", "--no-restart"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("my-policy.yaml") && err.contains("Verbose") && err.contains("nothing was written"), "{err}");
+    assert!(
+        err.contains("my-policy.yaml")
+            && err.contains("Verbose")
+            && err.contains("nothing was written"),
+        "{err}"
+    );
     assert_eq!(snapshot(r), before);
 }
 
@@ -299,22 +498,47 @@ fn bad_custom_policy_is_refused_before_anything_is_written() {
 fn config_command_shows_origins() {
     let root = fixture("pi4");
     let r = root.path();
-    write(r, "/etc/sightline/config.toml", "[k3s]\nready_timeout_seconds = 120\n");
-    write(r, "/usr/lib/sightline/config.d/10-vendor.toml", "[loki]\nretention_days = 21\n");
+    write(
+        r,
+        "/etc/sightline/config.toml",
+        "[k3s]\nready_timeout_seconds = 120\n",
+    );
+    write(
+        r,
+        "/usr/lib/sightline/config.d/10-vendor.toml",
+        "[loki]\nretention_days = 21\n",
+    );
     let out = ok(r, &["config"]);
-    assert!(out.contains("ready_timeout_seconds = 120  # /etc/sightline/config.toml:2:1"), "{out}");
-    assert!(out.contains("retention_days = 21  # /usr/lib/sightline/config.d/10-vendor.toml:2:1"), "{out}");
-    assert!(out.contains("api_url = \"https://127.0.0.1:6443\"  # default"), "{out}");
+    assert!(
+        out.contains("ready_timeout_seconds = 120  # /etc/sightline/config.toml:2:1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("retention_days = 21  # /usr/lib/sightline/config.d/10-vendor.toml:2:1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("api_url = \"https://127.0.0.1:6443\"  # default"),
+        "{out}"
+    );
 }
 
 fn collect(root: &std::path::Path, word: &str) -> String {
-    write(root, "/sys/devices/platform/soc/soc:firmware/get_throttled", &format!("{word}\n"));
+    write(
+        root,
+        "/sys/devices/platform/soc/soc:firmware/get_throttled",
+        &format!("{word}\n"),
+    );
     ok(root, &["collect-throttle"]);
-    read(root, "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom")
+    read(
+        root,
+        "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom",
+    )
 }
 
 fn gauge(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
 }
 
 #[test]
@@ -341,14 +565,26 @@ fn collector_decodes_throttle_words_and_promtool_accepts_them() {
         let text = collect(r, word);
         for (n, e) in names.iter().zip(expect) {
             assert_eq!(gauge(&text, n), Some(f64::from(e)), "{word}: {n}\n{text}");
-            assert!(text.contains(&format!("# TYPE {n} gauge")) && text.contains(&format!("# HELP {n} ")));
+            assert!(
+                text.contains(&format!("# TYPE {n} gauge"))
+                    && text.contains(&format!("# HELP {n} "))
+            );
         }
         assert_eq!(gauge(&text, "rpi_soc_temp_celsius"), Some(61.835));
-        assert_eq!(gauge(&text, "rpi_core_volts"), None, "no vcgencmd on this root");
+        assert_eq!(
+            gauge(&text, "rpi_core_volts"),
+            None,
+            "no vcgencmd on this root"
+        );
         if tool("promtool") {
             let out = std::process::Command::new("promtool")
                 .args(["check", "metrics"])
-                .stdin(std::fs::File::open(r.join("var/lib/node_exporter/textfile_collector/rpi_throttle.prom")).unwrap())
+                .stdin(
+                    std::fs::File::open(
+                        r.join("var/lib/node_exporter/textfile_collector/rpi_throttle.prom"),
+                    )
+                    .unwrap(),
+                )
                 .output()
                 .unwrap();
             assert!(
@@ -363,7 +599,11 @@ fn collector_decodes_throttle_words_and_promtool_accepts_them() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(leftovers, vec!["rpi_throttle.prom".to_string()], "atomic write leaves no temp file");
+    assert_eq!(
+        leftovers,
+        vec!["rpi_throttle.prom".to_string()],
+        "atomic write leaves no temp file"
+    );
 }
 
 #[test]
@@ -376,7 +616,11 @@ fn collector_falls_back_to_vcgencmd_with_core_volts() {
         "/usr/bin/vcgencmd",
         "#!/bin/sh\ncase \"$1\" in\n  get_throttled) echo throttled=0x50005 ;;\n  measure_volts) echo volt=0.8563V ;;\n  *) exit 1 ;;\nesac\n",
     );
-    std::fs::set_permissions(r.join("usr/bin/vcgencmd"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        r.join("usr/bin/vcgencmd"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     assert_eq!(s(&detect(r)["throttle_source"]), "vcgencmd");
     ok(r, &["collect-throttle", "--output", "/tmp/out/x.prom"]);
     let text = read(r, "/tmp/out/x.prom");

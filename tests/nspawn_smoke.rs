@@ -37,7 +37,9 @@ fn starts(c: &Container) -> Vec<serde_json::Value> {
     c.read_file(STARTS)
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line in {STARTS}: {l:?}: {e}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line in {STARTS}: {l:?}: {e}"))
+        })
         .collect()
 }
 
@@ -57,13 +59,16 @@ fn https(c: &Container, cert: &str, path: &str) -> std::process::Output {
 /// ActiveState of k3s.service read over the container's system bus from
 /// the host, the way sightline talks to systemd.
 fn active_state_over_dbus(address: &str) -> String {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let conn = zbus::connection::Builder::address(address)
             .build()
             .await
             .unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
-        let unit: zbus::zvariant::OwnedObjectPath = conn
+        let unit: zbus::OwnedObjectPath = conn
             .call_method(
                 Some("org.freedesktop.systemd1"),
                 "/org/freedesktop/systemd1",
@@ -76,7 +81,7 @@ fn active_state_over_dbus(address: &str) -> String {
             .body()
             .deserialize()
             .unwrap();
-        let state: zbus::zvariant::OwnedValue = conn
+        let state: zbus::OwnedVariant = conn
             .call_method(
                 Some("org.freedesktop.systemd1"),
                 unit.as_str(),
@@ -111,7 +116,12 @@ fn nspawn_smoke() {
     );
 
     // k3s is up, serving, and recorded a healthy start with no extra args.
-    assert_eq!(is_active(&c), "active", "{}", show(&c.sh("systemctl status k3s --no-pager")));
+    assert_eq!(
+        is_active(&c),
+        "active",
+        "{}",
+        show(&c.sh("systemctl status k3s --no-pager"))
+    );
     assert_eq!(active_state_over_dbus(&c.bus_address()), "active");
     let first = starts(&c);
     assert_eq!(first.len(), 1, "{first:?}");
@@ -123,11 +133,22 @@ fn nspawn_smoke() {
     // handshake is refused without one.
     let out = https(&c, "cert", "/readyz");
     assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "200 text/plain; charset=utf-8 ok");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "200 text/plain; charset=utf-8 ok"
+    );
     let out = https(&c, "cert", "/api/v1/nodes");
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("404 application/json"), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("404 application/json"),
+        "{}",
+        show(&out)
+    );
     let out = https(&c, "nocert", "/readyz");
-    assert!(!out.status.success(), "/readyz without a client cert succeeded:\n{}", show(&out));
+    assert!(
+        !out.status.success(),
+        "/readyz without a client cert succeeded:\n{}",
+        show(&out)
+    );
 
     // An invalid audit policy makes k3s fail and keep restarting, with no
     // healthy start recorded.
@@ -144,15 +165,31 @@ fn nspawn_smoke() {
     let healthy = ok_starts(&c);
     let before = starts(&c).len();
     let out = c.exec(&["systemctl", "restart", "k3s"]);
-    assert!(!out.status.success(), "restart with a bad policy succeeded:\n{}", show(&out));
+    assert!(
+        !out.status.success(),
+        "restart with a bad policy succeeded:\n{}",
+        show(&out)
+    );
     wait_until("two failed starts of k3s", Duration::from_secs(20), || {
-        starts(&c)[before..].iter().filter(|s| s["ok"] == false).count() >= 2
+        starts(&c)[before..]
+            .iter()
+            .filter(|s| s["ok"] == false)
+            .count()
+            >= 2
     });
     assert_ne!(is_active(&c), "active");
-    assert_eq!(ok_starts(&c), healthy, "a healthy start was recorded: {:?}", starts(&c));
+    assert_eq!(
+        ok_starts(&c),
+        healthy,
+        "a healthy start was recorded: {:?}",
+        starts(&c)
+    );
     let last = starts(&c).pop().unwrap();
     assert!(
-        last["error"].as_str().unwrap().contains("apiserver exited: loading audit policy file"),
+        last["error"]
+            .as_str()
+            .unwrap()
+            .contains("apiserver exited: loading audit policy file"),
         "{last}"
     );
     let journal = c.sh_ok("journalctl -u k3s --no-pager");
@@ -160,7 +197,9 @@ fn nspawn_smoke() {
 
     // Removing the drop-in brings it back by itself (Restart=always).
     c.remove_file(DROPIN);
-    wait_until("k3s to be active again", Duration::from_secs(20), || is_active(&c) == "active");
+    wait_until("k3s to be active again", Duration::from_secs(20), || {
+        is_active(&c) == "active"
+    });
     assert_eq!(ok_starts(&c), healthy + 1);
     assert!(https(&c, "cert", "/readyz").status.success());
 
@@ -175,10 +214,16 @@ fn nspawn_smoke() {
     c.sh_ok("systemctl restart k3s");
     let last = starts(&c).pop().unwrap();
     assert_eq!(last["ok"], true, "{last}");
-    assert_eq!(last["audit_policy_sha256"], hex::encode(Sha256::digest(policy)));
+    assert_eq!(
+        last["audit_policy_sha256"],
+        hex::encode(Sha256::digest(policy))
+    );
     assert_eq!(
         last["kube_apiserver_args"],
-        serde_json::json!([format!("audit-policy-file={POLICY}"), "audit-log-path=/var/log/k3s-audit.log"])
+        serde_json::json!([
+            format!("audit-policy-file={POLICY}"),
+            "audit-log-path=/var/log/k3s-audit.log"
+        ])
     );
     drop(c);
 
@@ -196,5 +241,8 @@ fn nspawn_smoke() {
         booted.as_secs_f64(),
         total.as_secs_f64()
     );
-    assert!(total < Duration::from_secs(10), "cached boot cycle took {total:?} (budget 10 s)");
+    assert!(
+        total < Duration::from_secs(10),
+        "cached boot cycle took {total:?} (budget 10 s)"
+    );
 }

@@ -80,11 +80,19 @@ impl Ops for FakeK3s {
         *self.ready.borrow_mut() = !policy.as_deref().is_some_and(|p| p.contains("REJECT"));
         *self.start_us.borrow_mut() = sightline::engine::converge::now_us();
         self.restarts.borrow_mut().push(policy);
-        Ok(if *self.ready.borrow() { "done".into() } else { "failed".into() })
+        Ok(if *self.ready.borrow() {
+            "done".into()
+        } else {
+            "failed".into()
+        })
     }
     async fn unit_status(&self, _unit: &str) -> Result<UnitStatus> {
         Ok(UnitStatus {
-            active_state: if *self.ready.borrow() { "active".into() } else { "activating".into() },
+            active_state: if *self.ready.borrow() {
+                "active".into()
+            } else {
+                "activating".into()
+            },
             sub_state: "running".into(),
             invocation_id: format!("{:032x}", self.restarts.borrow().len()),
             n_restarts: *self.n_restarts.borrow(),
@@ -110,20 +118,34 @@ struct Env {
 
 fn env(name: &str, config: &str) -> Env {
     let dir = fixture(name);
-    write(dir.path(), "/etc/sightline/config.toml", &format!("[k3s]\nready_timeout_seconds = 10\n{config}"));
+    write(
+        dir.path(),
+        "/etc/sightline/config.toml",
+        &format!("[k3s]\nready_timeout_seconds = 10\n{config}"),
+    );
     let root = Sysroot::new(dir.path());
     Env { _dir: dir, root }
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-async fn apply(env: &Env, ops: &FakeK3s, explicit: bool) -> Result<sightline::engine::ConvergeReport> {
+async fn apply(
+    env: &Env,
+    ops: &FakeK3s,
+    explicit: bool,
+) -> Result<sightline::engine::ConvergeReport> {
     let cfg = config::load(&env.root).unwrap();
     let facts = Facts::detect(&env.root);
     let mut state = State::load(&env.root, &cfg.config).unwrap();
-    let opts = ConvergeOptions { explicit, ..Default::default() };
+    let opts = ConvergeOptions {
+        explicit,
+        ..Default::default()
+    };
     converge(&env.root, &cfg, &facts, &mut state, Some(ops), opts).await
 }
 
@@ -139,14 +161,26 @@ fn first_apply_restarts_once_second_restarts_nothing() {
     rt().block_on(async {
         let r = apply(&e, &ops, true).await.unwrap();
         assert_eq!(ops.loaded_policies().len(), 1, "exactly one restart");
-        assert!(r.effects_run.iter().any(|x| matches!(x.effect, Effect::RestartK3s { .. }) && x.outcome == "done"));
+        assert!(
+            r.effects_run
+                .iter()
+                .any(|x| matches!(x.effect, Effect::RestartK3s { .. }) && x.outcome == "done")
+        );
         assert_eq!(*ops.watchdog.borrow(), 14_000_000);
-        assert!(ops.calls.borrow().contains(&"enable sightline-throttle.timer".to_string()));
+        assert!(
+            ops.calls
+                .borrow()
+                .contains(&"enable sightline-throttle.timer".to_string())
+        );
         let r2 = apply(&e, &ops, true).await.unwrap();
         assert_eq!(ops.loaded_policies().len(), 1, "no second restart");
         assert!(r2.effects_run.is_empty(), "{:?}", r2.effects_run);
         assert!(state(&e).pending_effects.is_empty());
-        assert!(Journal::load(&e.root, &config::load(&e.root).unwrap().config).unwrap().is_none());
+        assert!(
+            Journal::load(&e.root, &config::load(&e.root).unwrap().config)
+                .unwrap()
+                .is_none()
+        );
     });
 }
 
@@ -200,15 +234,38 @@ fn interrupted_restart_is_finished_on_next_start() {
         // readiness check: files written, journal in Restarting, k3s still
         // running the old (no) configuration.
         let cfg = config::load(&e.root).unwrap();
-        let j = Journal::begin(&e.root, &cfg.config, &[POLICY.into(), DROPIN.into()], Default::default(), None, Some("new".into())).unwrap();
-        write(e.root.root(), POLICY, &std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap());
+        let j = Journal::begin(
+            &e.root,
+            &cfg.config,
+            &[POLICY.into(), DROPIN.into()],
+            Default::default(),
+            None,
+            Some("new".into()),
+        )
+        .unwrap();
+        write(
+            e.root.root(),
+            POLICY,
+            &std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap(),
+        );
         let mut j = j;
         j.written_at_us = sightline::engine::converge::now_us() + 10_000_000;
-        j.set_phase(&e.root, &cfg.config, Phase::Restarting).unwrap();
+        j.set_phase(&e.root, &cfg.config, Phase::Restarting)
+            .unwrap();
         let r = apply(&e, &ops, false).await.unwrap();
-        assert!(r.recovered.as_deref().unwrap_or_default().contains("finished an interrupted k3s restart"), "{:?}", r.recovered);
+        assert!(
+            r.recovered
+                .as_deref()
+                .unwrap_or_default()
+                .contains("finished an interrupted k3s restart"),
+            "{:?}",
+            r.recovered
+        );
         assert!(*ops.ready.borrow());
-        assert!(Journal::load(&e.root, &cfg.config).unwrap().is_none(), "journal closed");
+        assert!(
+            Journal::load(&e.root, &cfg.config).unwrap().is_none(),
+            "journal closed"
+        );
     });
 }
 
@@ -218,17 +275,45 @@ fn interrupted_restart_that_fails_is_rolled_back() {
     let ops = FakeK3s::new(e.root.root());
     rt().block_on(async {
         let cfg = config::load(&e.root).unwrap();
-        let j = Journal::begin(&e.root, &cfg.config, &[POLICY.into()], Default::default(), None, Some("new".into())).unwrap();
-        write(e.root.root(), POLICY, "# REJECT\napiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None}]\n");
+        let j = Journal::begin(
+            &e.root,
+            &cfg.config,
+            &[POLICY.into()],
+            Default::default(),
+            None,
+            Some("new".into()),
+        )
+        .unwrap();
+        write(
+            e.root.root(),
+            POLICY,
+            "# REJECT\napiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None}]\n",
+        );
         let mut j = j;
         j.written_at_us = sightline::engine::converge::now_us() + 10_000_000;
-        j.set_phase(&e.root, &cfg.config, Phase::Restarting).unwrap();
+        j.set_phase(&e.root, &cfg.config, Phase::Restarting)
+            .unwrap();
         let cfg2 = config::load(&e.root).unwrap();
         let facts = Facts::detect(&e.root);
         let mut st = State::load(&e.root, &cfg2.config).unwrap();
-        let err = converge(&e.root, &cfg2, &facts, &mut st, Some(&ops), ConvergeOptions::default()).await.unwrap_err();
-        assert!(format!("{err:#}").contains("previous configuration is restored"), "{err:#}");
-        assert!(!e.root.path(POLICY).exists(), "the file did not exist before the change");
+        let err = converge(
+            &e.root,
+            &cfg2,
+            &facts,
+            &mut st,
+            Some(&ops),
+            ConvergeOptions::default(),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("previous configuration is restored"),
+            "{err:#}"
+        );
+        assert!(
+            !e.root.path(POLICY).exists(),
+            "the file did not exist before the change"
+        );
         assert!(*ops.ready.borrow(), "k3s healthy in the end");
     });
 }
@@ -239,12 +324,27 @@ fn interrupted_write_is_undone_without_restart() {
     let ops = FakeK3s::new(e.root.root());
     rt().block_on(async {
         let cfg = config::load(&e.root).unwrap();
-        Journal::begin(&e.root, &cfg.config, &[POLICY.into()], Default::default(), None, None).unwrap();
+        Journal::begin(
+            &e.root,
+            &cfg.config,
+            &[POLICY.into()],
+            Default::default(),
+            None,
+            None,
+        )
+        .unwrap();
         write(e.root.root(), POLICY, "half-writ");
         let r = apply(&e, &ops, false).await.unwrap();
         assert!(r.recovered.unwrap().contains("undone before k3s saw it"));
-        assert_eq!(ops.loaded_policies().len(), 1, "then the normal converge restarts once");
-        assert_eq!(read(e.root.root(), POLICY), std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap());
+        assert_eq!(
+            ops.loaded_policies().len(),
+            1,
+            "then the normal converge restarts once"
+        );
+        assert_eq!(
+            read(e.root.root(), POLICY),
+            std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap()
+        );
     });
 }
 
@@ -257,13 +357,29 @@ fn pending_restart_is_dropped_when_k3s_started_after_the_write() {
         let cfg = config::load(&e.root).unwrap();
         let facts = Facts::detect(&e.root);
         let mut st = State::load(&e.root, &cfg.config).unwrap();
-        let opts = ConvergeOptions { no_restart: true, explicit: true, ..Default::default() };
-        converge::<FakeK3s>(&e.root, &cfg, &facts, &mut st, None, opts).await.unwrap();
+        let opts = ConvergeOptions {
+            no_restart: true,
+            explicit: true,
+            ..Default::default()
+        };
+        converge::<FakeK3s>(&e.root, &cfg, &facts, &mut st, None, opts)
+            .await
+            .unwrap();
         // k3s starts later on its own and loads them.
         *ops.start_us.borrow_mut() = sightline::engine::converge::now_us() + 1;
         let r = apply(&e, &ops, false).await.unwrap();
-        let restart = r.effects_run.iter().find(|x| matches!(x.effect, Effect::RestartK3s { .. })).unwrap();
-        assert!(restart.outcome.starts_with("skipped: k3s.service started after"), "{}", restart.outcome);
+        let restart = r
+            .effects_run
+            .iter()
+            .find(|x| matches!(x.effect, Effect::RestartK3s { .. }))
+            .unwrap();
+        assert!(
+            restart
+                .outcome
+                .starts_with("skipped: k3s.service started after"),
+            "{}",
+            restart.outcome
+        );
         assert!(ops.loaded_policies().is_empty(), "no restart at all");
         assert!(state(&e).k3s.loaded_digest.is_some());
     });
@@ -276,8 +392,13 @@ fn watchdog_value_that_does_not_stick_fails_and_stays_pending() {
     ops.watchdog_cap = Some(10_000_000);
     rt().block_on(async {
         let err = apply(&e, &ops, true).await.unwrap_err();
-        assert!(format!("{err:#}").contains("reads back 10000000"), "{err:#}");
-        assert!(state(&e).pending_effects.contains(&Effect::ApplyWatchdog { runtime_usec: 14_000_000 }));
+        assert!(
+            format!("{err:#}").contains("reads back 10000000"),
+            "{err:#}"
+        );
+        assert!(state(&e).pending_effects.contains(&Effect::ApplyWatchdog {
+            runtime_usec: 14_000_000
+        }));
     });
 }
 
@@ -290,9 +411,19 @@ fn uninstall_after_a_real_restart_restarts_k3s_without_the_flags() {
         apply(&e, &ops, true).await.unwrap();
         let cfg = config::load(&e.root).unwrap();
         let facts = Facts::detect(&e.root);
-        let r = sightline::engine::uninstall::uninstall(&e.root, &cfg, &facts, Some(&ops), false).await.unwrap();
-        assert!(r.host.effects_run.iter().any(|x| matches!(x.effect, Effect::RestartK3s { .. }) && x.outcome == "done"));
-        assert_eq!(ops.loaded_policies().last().unwrap().as_deref(), Some(original.as_str()));
+        let r = sightline::engine::uninstall::uninstall(&e.root, &cfg, &facts, Some(&ops), false)
+            .await
+            .unwrap();
+        assert!(
+            r.host
+                .effects_run
+                .iter()
+                .any(|x| matches!(x.effect, Effect::RestartK3s { .. }) && x.outcome == "done")
+        );
+        assert_eq!(
+            ops.loaded_policies().last().unwrap().as_deref(),
+            Some(original.as_str())
+        );
         assert!(!e.root.path("/var/lib/sightline").exists(), "state cleared");
     });
 }

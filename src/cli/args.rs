@@ -11,11 +11,22 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[command(name = "sightline", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
     /// Read and write every host path under DIR (/etc, /var, /run, /proc, /sys, /usr).
-    #[arg(long, global = true, value_name = "DIR", default_value = "/", env = "SIGHTLINE_ROOT")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        default_value = "/",
+        env = "SIGHTLINE_ROOT"
+    )]
     pub root: PathBuf,
     /// D-Bus address of the systemd to drive. Defaults to the system bus
     /// when --root is /; with another root, effects are only listed unless this is given.
-    #[arg(long, global = true, value_name = "ADDRESS", env = "SIGHTLINE_SYSTEM_BUS")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "ADDRESS",
+        env = "SIGHTLINE_SYSTEM_BUS"
+    )]
     pub system_bus: Option<String>,
     /// The command.
     #[command(subcommand)]
@@ -75,6 +86,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write every stage file exactly as the rollout would place it (for review or GitOps).
+    Render {
+        /// Render this tier instead of the one decided for this machine.
+        #[arg(long, value_enum)]
+        tier: Option<TierArg>,
+        /// Write the files into DIR instead of printing them.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Export or verify the stack bundle.
+    Bundle {
+        /// What to do.
+        #[command(subcommand)]
+        action: BundleAction,
+    },
     /// Write the Raspberry Pi throttle state as node_exporter textfile metrics.
     CollectThrottle {
         /// Output file (default: [throttle] output).
@@ -96,6 +122,40 @@ pub enum Command {
     },
 }
 
+/// `bundle` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BundleAction {
+    /// Write the bundle built into this binary to DIR/bundle.tar (for packages).
+    Export {
+        /// Output directory.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Verify a bundle archive against this binary.
+    Verify {
+        /// The archive.
+        file: PathBuf,
+    },
+}
+
+/// A tier on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TierArg {
+    /// The full tier.
+    Full,
+    /// The light tier.
+    Light,
+}
+
+impl From<TierArg> for crate::decide::Tier {
+    fn from(t: TierArg) -> Self {
+        match t {
+            TierArg::Full => crate::decide::Tier::Full,
+            TierArg::Light => crate::decide::Tier::Light,
+        }
+    }
+}
+
 impl Command {
     /// Commands that change things log at info; read-only ones only warn.
     pub fn default_log_level(&self) -> &'static str {
@@ -108,7 +168,12 @@ impl Command {
 
 /// `sightline completions SHELL`.
 pub fn completions(shell: clap_complete::Shell) -> Result<u8> {
-    clap_complete::generate(shell, &mut Cli::command(), "sightline", &mut std::io::stdout());
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "sightline",
+        &mut std::io::stdout(),
+    );
     Ok(0)
 }
 
@@ -116,6 +181,7 @@ pub fn completions(shell: clap_complete::Shell) -> Result<u8> {
 pub fn manpages(out: &Path) -> Result<u8> {
     std::fs::create_dir_all(out)?;
     let cmd = Cli::command();
-    clap_mangen::generate_to(cmd, out).with_context(|| format!("writing man pages to {}", out.display()))?;
+    clap_mangen::generate_to(cmd, out)
+        .with_context(|| format!("writing man pages to {}", out.display()))?;
     Ok(0)
 }

@@ -29,7 +29,15 @@ pub fn render(cfg: &LoadedConfig) -> Result<String> {
         out.push_str("#   (none: built-in defaults only)\n");
     }
     for s in &cfg.sources {
-        out.push_str(&format!("#   {}{}\n", s.path.display(), if s.masked { " (masked by /dev/null)" } else { "" }));
+        out.push_str(&format!(
+            "#   {}{}\n",
+            s.path.display(),
+            if s.masked {
+                " (masked by /dev/null)"
+            } else {
+                ""
+            }
+        ));
     }
     let mut sections = Vec::new();
     for (k, v) in &table {

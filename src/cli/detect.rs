@@ -20,6 +20,8 @@ pub fn to_json(facts: &Facts, d: &Decisions, warnings: &[String]) -> serde_json:
         "falco_driver": d.runtime_security.value.falco_driver(),
         "runtime_security_reasons": d.runtime_security.reasons,
         "runtime_security_overridden": d.runtime_security.overridden,
+        "network_policies": d.network_policies.value,
+        "network_policies_reasons": d.network_policies.reasons,
         "board": facts.board,
         "board_kind": facts.board_kind,
         "arch": facts.arch,
@@ -46,7 +48,14 @@ pub fn warnings(cfg: &LoadedConfig, facts: &Facts, d: &Decisions) -> Vec<String>
             "no alert channel configured ([alerting] ntfy_url, discord_webhook_url or email_to): alerts only show in Grafana and nobody will be woken".into(),
         );
     }
-    w.extend(d.tier.reasons.iter().chain(&d.runtime_security.reasons).filter(|r| r.starts_with("warning:")).cloned());
+    w.extend(
+        d.tier
+            .reasons
+            .iter()
+            .chain(&d.runtime_security.reasons)
+            .filter(|r| r.starts_with("warning:"))
+            .cloned(),
+    );
     if facts.k3s.role == K3sRole::Server && !facts.k3s.cli_apiserver_args.is_empty() {
         w.push(format!(
             "the k3s unit passes --kube-apiserver-arg on its command line ({}); k3s then ignores the config files' list, including sightline's audit flags",
@@ -64,7 +73,10 @@ pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
     let d = Decisions::make(&cfg, &facts, state.tier.as_ref());
     let w = warnings(&cfg, &facts, &d);
     if json_out {
-        println!("{}", serde_json::to_string_pretty(&to_json(&facts, &d, &w))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&facts, &d, &w))?
+        );
         return Ok(0);
     }
     print!("{}", render(&facts, &d, &w));
@@ -83,14 +95,26 @@ pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
         "{} ({} CPUs{}{})",
         facts.arch,
         facts.cpus,
-        facts.cpu.model.as_deref().map(|m| format!(", {m}")).unwrap_or_default(),
-        if facts.cpu.virtualized { ", virtual machine" } else { "" }
+        facts
+            .cpu
+            .model
+            .as_deref()
+            .map(|m| format!(", {m}"))
+            .unwrap_or_default(),
+        if facts.cpu.virtualized {
+            ", virtual machine"
+        } else {
+            ""
+        }
     );
     let k3s = match facts.k3s.role {
         K3sRole::None => "not installed".to_string(),
         role => format!(
             "{} ({})",
-            serde_json::to_value(role).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            serde_json::to_value(role)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
             facts.k3s.unit_file.as_deref().unwrap_or("no unit file")
         ),
     };
@@ -100,18 +124,35 @@ pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
             "{} {} (max {})",
             w.device,
             w.identity.as_deref().unwrap_or("unknown driver"),
-            w.max_timeout_s.map_or("unknown".into(), |m| format!("{m} s"))
+            w.max_timeout_s
+                .map_or("unknown".into(), |m| format!("{m} s"))
         ),
     };
-    let gpu = facts.gpu.as_ref().map_or("none".into(), |g| format!("{} ×{}", g.vendor, g.devices));
+    let gpu = facts
+        .gpu
+        .as_ref()
+        .map_or("none".into(), |g| format!("{} ×{}", g.vendor, g.devices));
     for (k, v) in [
-        ("board", facts.board.clone().unwrap_or_else(|| "unknown".into())),
+        (
+            "board",
+            facts.board.clone().unwrap_or_else(|| "unknown".into()),
+        ),
         ("cpu", cpu),
         ("os", os),
-        ("memory", format!("{} total, {} available", gib(facts.memory.total_bytes), gib(facts.memory.available_bytes))),
+        (
+            "memory",
+            format!(
+                "{} total, {} available",
+                gib(facts.memory.total_bytes),
+                gib(facts.memory.available_bytes)
+            ),
+        ),
         ("k3s", k3s),
         ("cni", facts.cni.name()),
-        ("kernel BTF", if facts.btf { "yes".into() } else { "no".into() }),
+        (
+            "kernel BTF",
+            if facts.btf { "yes".into() } else { "no".into() },
+        ),
         ("watchdog", wd),
         ("throttle", facts.throttle_source.name().into()),
         ("gpu", gpu),
@@ -127,6 +168,15 @@ pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
     };
     s.push_str(&kv("runtime security", &rs));
     s.push_str(&bullet_list(&d.runtime_security.reasons, 20));
+    s.push_str(&kv(
+        "network policies",
+        if d.network_policies.value {
+            "yes"
+        } else {
+            "no"
+        },
+    ));
+    s.push_str(&bullet_list(&d.network_policies.reasons, 20));
     if !warnings.is_empty() {
         s.push_str("warnings\n");
         for w in warnings {

@@ -5,6 +5,7 @@ mod config_cmd;
 mod converge_cmd;
 mod detect;
 mod output;
+mod render_cmd;
 mod status_cmd;
 mod throttle_cmd;
 
@@ -43,14 +44,34 @@ pub fn main() -> ExitCode {
 /// Runs a parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> Result<u8> {
     let root = Sysroot::new(&cli.root);
-    let ctx = Ctx { root, system_bus: cli.system_bus.clone() };
+    let ctx = Ctx {
+        root,
+        system_bus: cli.system_bus.clone(),
+    };
     match cli.command {
         Command::Detect { json } => detect::run(&ctx, json),
         Command::Config { json } => config_cmd::run(&ctx, json),
-        Command::Plan { json, exit_code, host_only } => converge_cmd::plan(&ctx, json, exit_code, host_only),
-        Command::Apply { no_restart, host_only, redecide } => converge_cmd::apply(&ctx, no_restart, host_only, redecide),
+        Command::Plan {
+            json,
+            exit_code,
+            host_only,
+        } => converge_cmd::plan(&ctx, json, exit_code, host_only),
+        Command::Apply {
+            no_restart,
+            host_only,
+            redecide,
+        } => converge_cmd::apply(&ctx, no_restart, host_only, redecide),
         Command::Uninstall { no_restart } => converge_cmd::uninstall(&ctx, no_restart),
         Command::Run => crate::daemon::run(&ctx),
+        Command::Render { tier, out } => {
+            render_cmd::run(&ctx, tier.map(Into::into), out.as_deref())
+        }
+        Command::Bundle {
+            action: args::BundleAction::Export { out },
+        } => render_cmd::export(&out),
+        Command::Bundle {
+            action: args::BundleAction::Verify { file },
+        } => render_cmd::verify(&file),
         Command::Status { json } => status_cmd::run(&ctx, json),
         Command::CollectThrottle { output } => throttle_cmd::run(&ctx, output.as_deref()),
         Command::Completions { shell } => args::completions(shell),

@@ -7,7 +7,10 @@ pub fn kv(key: &str, value: &str) -> String {
 
 /// Indented `- item` lines.
 pub fn bullet_list(items: &[String], indent: usize) -> String {
-    items.iter().map(|i| format!("{}- {i}\n", " ".repeat(indent))).collect()
+    items
+        .iter()
+        .map(|i| format!("{}- {i}\n", " ".repeat(indent)))
+        .collect()
 }
 
 use crate::config::LoadedConfig;
@@ -21,7 +24,9 @@ fn mode(m: u32) -> String {
 /// One line per change: verb, path, mode.
 pub fn change_line(c: &Change) -> String {
     let detail = match &c.kind {
-        ChangeKind::ChmodDir { from, .. } | ChangeKind::Chmod { from, .. } => format!("{} -> {}", mode(*from), mode(c.mode)),
+        ChangeKind::ChmodDir { from, .. } | ChangeKind::Chmod { from, .. } => {
+            format!("{} -> {}", mode(*from), mode(c.mode))
+        }
         ChangeKind::Remove { restore: Some(b) } => format!("from {b}"),
         ChangeKind::Remove { restore: None } => String::new(),
         ChangeKind::Update { backup: true, .. } => format!("{} (original kept)", mode(c.mode)),
@@ -78,7 +83,10 @@ pub fn render_plan(facts: &Facts, r: &ConvergeReport, cfg: &LoadedConfig) -> Str
     }
     let mut warnings = p.warnings.clone();
     if !cfg.config.has_alert_channel() {
-        warnings.push("no alert channel configured: alerts only show in Grafana and nobody will be woken".into());
+        warnings.push(
+            "no alert channel configured: alerts only show in Grafana and nobody will be woken"
+                .into(),
+        );
     }
     s.push_str(&warnings_block(&warnings));
     s
@@ -152,4 +160,17 @@ pub fn report_json(facts: &Facts, r: &ConvergeReport, cfg: &LoadedConfig) -> ser
         "host": r.plan,
         "converged": r.plan.is_converged(),
     })
+}
+
+/// The cluster part of `plan`.
+pub fn render_cluster_plan(stages: &[super::converge_cmd::StagePlan]) -> String {
+    let mut s = String::from("\ncluster stages:\n");
+    for st in stages {
+        if st.action == "skipped" {
+            s.push_str(&format!("  skipped: {}\n", st.stage));
+        } else {
+            s.push_str(&format!("  {:<9} {}\n", st.action, st.file));
+        }
+    }
+    s
 }

@@ -29,8 +29,13 @@ fn daemon_alive(pid: Option<u32>, ctx: &Ctx) -> Option<bool> {
 pub fn render(st: &Status, alive: Option<bool>) -> String {
     let mut s = String::new();
     match (st.daemon_pid, alive) {
-        (Some(p), Some(true)) | (Some(p), None) => s.push_str(&format!("daemon: running (pid {p}), sightline {}\n", st.version)),
-        (Some(p), Some(false)) => s.push_str(&format!("daemon: NOT running (last pid {p}); start it with `systemctl start sightline`\n")),
+        (Some(p), Some(true)) | (Some(p), None) => s.push_str(&format!(
+            "daemon: running (pid {p}), sightline {}\n",
+            st.version
+        )),
+        (Some(p), Some(false)) => s.push_str(&format!(
+            "daemon: NOT running (last pid {p}); start it with `systemctl start sightline`\n"
+        )),
         (None, _) => s.push_str("daemon: never ran; status comes from `sightline apply`\n"),
     }
     if let Some(c) = &st.last_converge {
@@ -38,7 +43,11 @@ pub fn render(st: &Status, alive: Option<bool>) -> String {
             "last converge: {} by {} — {} in {} ms\n",
             c.at,
             c.by,
-            if c.ok { "ok".to_string() } else { format!("FAILED: {}", c.error.as_deref().unwrap_or("unknown")) },
+            if c.ok {
+                "ok".to_string()
+            } else {
+                format!("FAILED: {}", c.error.as_deref().unwrap_or("unknown"))
+            },
             c.duration_ms
         ));
         for ch in &c.changes {
@@ -62,11 +71,17 @@ pub fn render(st: &Status, alive: Option<bool>) -> String {
             "  {:<28} {}{}\n",
             stage.name,
             stage.state,
-            stage.detail.as_deref().map(|d| format!(" — {d}")).unwrap_or_default()
+            stage
+                .detail
+                .as_deref()
+                .map(|d| format!(" — {d}"))
+                .unwrap_or_default()
         ));
     }
     if !st.alerting_configured {
-        s.push_str("! no alert channel configured: alerts only show in Grafana and nobody will be woken\n");
+        s.push_str(
+            "! no alert channel configured: alerts only show in Grafana and nobody will be woken\n",
+        );
     }
     for w in &st.warnings {
         s.push_str(&format!("! {w}\n"));

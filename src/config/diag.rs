@@ -10,7 +10,11 @@ pub enum Origin {
     /// Built-in default.
     Default,
     /// A file (host path), 1-based line and column.
-    File { path: PathBuf, line: usize, column: usize },
+    File {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+    },
 }
 
 impl fmt::Display for Origin {
@@ -54,7 +58,11 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.origin, self.message)?;
         if let (Some(snippet), Origin::File { column, .. }) = (&self.snippet, &self.origin) {
-            write!(f, "\n    | {snippet}\n    | {}^", " ".repeat(column.saturating_sub(1)))?;
+            write!(
+                f,
+                "\n    | {snippet}\n    | {}^",
+                " ".repeat(column.saturating_sub(1))
+            )?;
         }
         write!(f, "\n  fix: {}", self.fix)
     }
@@ -69,8 +77,16 @@ pub fn locate(text: &str, offset: usize) -> (usize, usize, String) {
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let column = text[line_start..offset].chars().count() + 1;
-    let line_end = text[line_start..].find('\n').map_or(text.len(), |i| line_start + i);
-    (line, column, text[line_start..line_end].trim_end_matches('\r').to_string())
+    let line_end = text[line_start..]
+        .find('\n')
+        .map_or(text.len(), |i| line_start + i);
+    (
+        line,
+        column,
+        text[line_start..line_end]
+            .trim_end_matches('\r')
+            .to_string(),
+    )
 }
 
 #[cfg(test)]

@@ -15,8 +15,11 @@ pub const MAIN_FILE: &str = "/etc/sightline/config.toml";
 
 /// Drop-in directories, lowest priority first. A name in a later directory
 /// hides the same name in an earlier one.
-pub const DROPIN_DIRS: [&str; 3] =
-    ["/usr/lib/sightline/config.d", "/run/sightline/config.d", "/etc/sightline/config.d"];
+pub const DROPIN_DIRS: [&str; 3] = [
+    "/usr/lib/sightline/config.d",
+    "/run/sightline/config.d",
+    "/etc/sightline/config.d",
+];
 
 /// One file that took part in the merge.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -57,17 +60,23 @@ pub fn load(root: &Sysroot) -> Result<LoadedConfig, ConfigError> {
         }
         sources.push(source);
     }
-    let config: Config = toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| {
-        // Every layer was checked on its own; reaching here is a bug, but
-        // still say something useful.
-        ConfigError {
-            origin: Origin::Default,
-            message: format!("merged configuration is invalid: {}", e.message()),
-            snippet: None,
-            fix: "check the drop-ins listed by `sightline config`".into(),
-        }
-    })?;
-    let loaded = LoadedConfig { config, origins, sources };
+    let config: Config = toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            // Every layer was checked on its own; reaching here is a bug, but
+            // still say something useful.
+            ConfigError {
+                origin: Origin::Default,
+                message: format!("merged configuration is invalid: {}", e.message()),
+                snippet: None,
+                fix: "check the drop-ins listed by `sightline config`".into(),
+            }
+        })?;
+    let loaded = LoadedConfig {
+        config,
+        origins,
+        sources,
+    };
     if let Some(problem) = validate(&loaded.config).into_iter().next() {
         return Err(locate_problem(root, &loaded, problem));
     }
@@ -79,7 +88,10 @@ pub fn load(root: &Sysroot) -> Result<LoadedConfig, ConfigError> {
 fn discover(root: &Sysroot) -> Result<Vec<Source>, ConfigError> {
     let mut out = Vec::new();
     if root.path(MAIN_FILE).is_file() {
-        out.push(Source { path: MAIN_FILE.into(), masked: false });
+        out.push(Source {
+            path: MAIN_FILE.into(),
+            masked: false,
+        });
     }
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for dir in DROPIN_DIRS {
@@ -112,7 +124,11 @@ fn read(root: &Sysroot, path: &Path) -> Result<String, ConfigError> {
 
 fn io_error(path: &Path, e: &std::io::Error) -> ConfigError {
     ConfigError {
-        origin: Origin::File { path: path.to_path_buf(), line: 1, column: 1 },
+        origin: Origin::File {
+            path: path.to_path_buf(),
+            line: 1,
+            column: 1,
+        },
         message: format!("cannot read: {e}"),
         snippet: None,
         fix: "make the file readable UTF-8 TOML, or remove it".into(),
@@ -159,7 +175,14 @@ fn record_origins(
             DeValue::Table(t) => record_origins(path, text, t, &dotted, origins),
             _ => {
                 let (line, column, _) = super::diag::locate(text, key.span().start);
-                origins.insert(dotted, Origin::File { path: path.to_path_buf(), line, column });
+                origins.insert(
+                    dotted,
+                    Origin::File {
+                        path: path.to_path_buf(),
+                        line,
+                        column,
+                    },
+                );
             }
         }
     }
@@ -183,13 +206,18 @@ fn fix_hint(message: &str) -> String {
     } else if message.contains("unknown variant") {
         "use one of the listed values".into()
     } else if message.contains("invalid type") {
-        "give the value the type shown (quote strings, no quotes around numbers and booleans)".into()
+        "give the value the type shown (quote strings, no quotes around numbers and booleans)"
+            .into()
     } else {
         "correct the TOML at the position shown".into()
     }
 }
 
-fn locate_problem(root: &Sysroot, loaded: &LoadedConfig, p: super::validate::Problem) -> ConfigError {
+fn locate_problem(
+    root: &Sysroot,
+    loaded: &LoadedConfig,
+    p: super::validate::Problem,
+) -> ConfigError {
     match loaded.origin(&p.key) {
         Origin::File { path, line, column } => {
             let snippet = std::fs::read_to_string(root.path(&path))
@@ -203,7 +231,11 @@ fn locate_problem(root: &Sysroot, loaded: &LoadedConfig, p: super::validate::Pro
             }
         }
         Origin::Default => ConfigError {
-            origin: Origin::File { path: MAIN_FILE.into(), line: 1, column: 1 },
+            origin: Origin::File {
+                path: MAIN_FILE.into(),
+                line: 1,
+                column: 1,
+            },
             message: format!("{}: {}", p.key, p.message),
             snippet: None,
             fix: p.fix,
@@ -239,26 +271,59 @@ mod tests {
     #[test]
     fn dropins_merge_in_name_order_with_priority_and_masking() {
         let (_d, r) = root_with(&[
-            ("/etc/sightline/config.toml", "tier = \"full\"\n[k3s]\nunit = \"k3s-main.service\"\n"),
-            ("/usr/lib/sightline/config.d/10-vendor.toml", "[loki]\nretention_days = 20\n"),
-            ("/usr/lib/sightline/config.d/20-hidden.toml", "[loki]\nretention_days = 25\n"),
-            ("/etc/sightline/config.d/20-hidden.toml", "[watchdog]\ntimeout_seconds = 40\n"),
-            ("/run/sightline/config.d/30-light.toml", "tier = \"light\"\n"),
-            ("/usr/lib/sightline/config.d/40-masked.toml", "tier = \"full\"\n"),
+            (
+                "/etc/sightline/config.toml",
+                "tier = \"full\"\n[k3s]\nunit = \"k3s-main.service\"\n",
+            ),
+            (
+                "/usr/lib/sightline/config.d/10-vendor.toml",
+                "[loki]\nretention_days = 20\n",
+            ),
+            (
+                "/usr/lib/sightline/config.d/20-hidden.toml",
+                "[loki]\nretention_days = 25\n",
+            ),
+            (
+                "/etc/sightline/config.d/20-hidden.toml",
+                "[watchdog]\ntimeout_seconds = 40\n",
+            ),
+            (
+                "/run/sightline/config.d/30-light.toml",
+                "tier = \"light\"\n",
+            ),
+            (
+                "/usr/lib/sightline/config.d/40-masked.toml",
+                "tier = \"full\"\n",
+            ),
         ]);
         std::fs::create_dir_all(r.path("/etc/sightline/config.d")).unwrap();
-        symlink("/dev/null", r.path("/etc/sightline/config.d/40-masked.toml")).unwrap();
+        symlink(
+            "/dev/null",
+            r.path("/etc/sightline/config.d/40-masked.toml"),
+        )
+        .unwrap();
         let l = load(&r).unwrap();
         assert_eq!(l.config.tier, TierChoice::Light);
         assert_eq!(l.config.k3s.unit, "k3s-main.service");
-        assert_eq!(l.config.loki.retention_days, 20, "/etc's 20-hidden.toml hides /usr/lib's");
+        assert_eq!(
+            l.config.loki.retention_days, 20,
+            "/etc's 20-hidden.toml hides /usr/lib's"
+        );
         assert_eq!(l.config.watchdog.timeout_seconds, 40);
         assert_eq!(
             l.origin("tier"),
-            Origin::File { path: "/run/sightline/config.d/30-light.toml".into(), line: 1, column: 1 }
+            Origin::File {
+                path: "/run/sightline/config.d/30-light.toml".into(),
+                line: 1,
+                column: 1
+            }
         );
         assert_eq!(l.origin("k3s.api_url"), Origin::Default);
-        assert!(l.sources.iter().any(|s| s.masked && s.path.ends_with("40-masked.toml")));
+        assert!(
+            l.sources
+                .iter()
+                .any(|s| s.masked && s.path.ends_with("40-masked.toml"))
+        );
     }
 
     #[test]
@@ -270,10 +335,17 @@ mod tests {
         let e = load(&r).unwrap_err();
         assert_eq!(
             e.origin,
-            Origin::File { path: "/etc/sightline/config.d/50-typo.toml".into(), line: 4, column: 1 }
+            Origin::File {
+                path: "/etc/sightline/config.d/50-typo.toml".into(),
+                line: 4,
+                column: 1
+            }
         );
         assert!(e.message.contains("timeout_secs"), "{e}");
-        assert!(e.message.contains("timeout_seconds"), "expected keys listed: {e}");
+        assert!(
+            e.message.contains("timeout_seconds"),
+            "expected keys listed: {e}"
+        );
     }
 
     #[test]
@@ -282,7 +354,11 @@ mod tests {
         let e = load(&r).unwrap_err();
         assert_eq!(
             e.origin,
-            Origin::File { path: "/etc/sightline/config.toml".into(), line: 1, column: 8 }
+            Origin::File {
+                path: "/etc/sightline/config.toml".into(),
+                line: 1,
+                column: 8
+            }
         );
         assert!(e.to_string().contains("full"), "{e}");
     }
@@ -296,7 +372,11 @@ mod tests {
         let e = load(&r).unwrap_err();
         assert_eq!(
             e.origin,
-            Origin::File { path: "/etc/sightline/config.toml".into(), line: 3, column: 1 }
+            Origin::File {
+                path: "/etc/sightline/config.toml".into(),
+                line: 3,
+                column: 1
+            }
         );
         assert!(e.message.contains("7") && e.message.contains("30"), "{e}");
     }

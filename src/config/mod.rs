@@ -11,5 +11,5 @@ mod model;
 mod validate;
 
 pub use diag::{ConfigError, Origin};
-pub use load::{LoadedConfig, Source, load, DROPIN_DIRS, MAIN_FILE};
+pub use load::{DROPIN_DIRS, LoadedConfig, MAIN_FILE, Source, load};
 pub use model::*;

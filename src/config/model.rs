@@ -31,6 +31,19 @@ pub enum RuntimeSecurityChoice {
     None,
 }
 
+/// Whether to install the static NetworkPolicies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkPolicyChoice {
+    /// On, except on Cilium (whose ipBlock rules do not match node IPs by default).
+    #[default]
+    Auto,
+    /// Always.
+    On,
+    /// Never (the generated Grafana and Alertmanager policies still apply).
+    Off,
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -139,7 +152,11 @@ pub struct WatchdogConfig {
 
 impl Default for WatchdogConfig {
     fn default() -> Self {
-        WatchdogConfig { enabled: true, timeout_seconds: 30, reboot_timeout_seconds: 120 }
+        WatchdogConfig {
+            enabled: true,
+            timeout_seconds: 30,
+            reboot_timeout_seconds: 120,
+        }
     }
 }
 
@@ -219,7 +236,10 @@ pub struct BundleConfig {
 
 impl Default for BundleConfig {
     fn default() -> Self {
-        BundleConfig { path: "/usr/share/sightline/bundle.tar".into(), airgap_charts_dir: None }
+        BundleConfig {
+            path: "/usr/share/sightline/bundle.tar".into(),
+            airgap_charts_dir: None,
+        }
     }
 }
 
@@ -235,6 +255,10 @@ pub struct RolloutConfig {
     pub workloads_timeout_seconds: u64,
     /// How long pruning a removed stage may take.
     pub prune_timeout_seconds: u64,
+    /// How often the gates are polled.
+    pub poll_interval_ms: u64,
+    /// `auto`, `on` or `off`: the per-component NetworkPolicies.
+    pub network_policies: NetworkPolicyChoice,
 }
 
 impl Default for RolloutConfig {
@@ -244,6 +268,8 @@ impl Default for RolloutConfig {
             job_timeout_seconds: 900,
             workloads_timeout_seconds: 900,
             prune_timeout_seconds: 600,
+            poll_interval_ms: 2000,
+            network_policies: NetworkPolicyChoice::Auto,
         }
     }
 }
@@ -297,10 +323,10 @@ impl Default for PathsConfig {
             audit_policy: "/etc/rancher/k3s/audit-policy.yaml".into(),
             k3s_audit_dropin: "/etc/rancher/k3s/config.yaml.d/60-sightline-audit.yaml".into(),
             watchdog_dropin: "/etc/systemd/system.conf.d/60-sightline-watchdog.conf".into(),
-            throttle_timer_dropin: "/etc/systemd/system/sightline-throttle.timer.d/60-sightline.conf"
-                .into(),
-            throttle_service_dropin: "/etc/systemd/system/sightline-throttle.service.d/60-sightline.conf"
-                .into(),
+            throttle_timer_dropin:
+                "/etc/systemd/system/sightline-throttle.timer.d/60-sightline.conf".into(),
+            throttle_service_dropin:
+                "/etc/systemd/system/sightline-throttle.service.d/60-sightline.conf".into(),
             state_dir: "/var/lib/sightline".into(),
             run_dir: "/run/sightline".into(),
             manifests_dir: "/var/lib/rancher/k3s/server/manifests/sightline".into(),

@@ -17,7 +17,11 @@ pub struct Problem {
 }
 
 fn problem(key: &str, message: impl Into<String>, fix: impl Into<String>) -> Problem {
-    Problem { key: key.into(), message: message.into(), fix: fix.into() }
+    Problem {
+        key: key.into(),
+        message: message.into(),
+        fix: fix.into(),
+    }
 }
 
 /// All problems in a merged configuration, in a stable order.
@@ -32,12 +36,48 @@ pub fn validate(c: &Config) -> Vec<Problem> {
             ));
         }
     };
-    range("k3s.api_wait_seconds", c.k3s.api_wait_seconds, 0, 3600, "seconds");
-    range("k3s.ready_timeout_seconds", c.k3s.ready_timeout_seconds, 10, 3600, "seconds");
-    range("audit.max_age_days", c.audit.max_age_days.into(), 1, 3650, "days");
-    range("audit.max_backups", c.audit.max_backups.into(), 1, 1000, "files");
-    range("audit.max_size_mb", c.audit.max_size_mb.into(), 1, 10_000, "MB");
-    range("watchdog.timeout_seconds", c.watchdog.timeout_seconds.into(), 1, 600, "seconds");
+    range(
+        "k3s.api_wait_seconds",
+        c.k3s.api_wait_seconds,
+        0,
+        3600,
+        "seconds",
+    );
+    range(
+        "k3s.ready_timeout_seconds",
+        c.k3s.ready_timeout_seconds,
+        10,
+        3600,
+        "seconds",
+    );
+    range(
+        "audit.max_age_days",
+        c.audit.max_age_days.into(),
+        1,
+        3650,
+        "days",
+    );
+    range(
+        "audit.max_backups",
+        c.audit.max_backups.into(),
+        1,
+        1000,
+        "files",
+    );
+    range(
+        "audit.max_size_mb",
+        c.audit.max_size_mb.into(),
+        1,
+        10_000,
+        "MB",
+    );
+    range(
+        "watchdog.timeout_seconds",
+        c.watchdog.timeout_seconds.into(),
+        1,
+        600,
+        "seconds",
+    );
     range(
         "watchdog.reboot_timeout_seconds",
         c.watchdog.reboot_timeout_seconds.into(),
@@ -45,10 +85,34 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         3600,
         "seconds",
     );
-    range("throttle.interval_seconds", c.throttle.interval_seconds.into(), 5, 3600, "seconds");
-    range("loki.retention_days", c.loki.retention_days.into(), 7, 30, "days");
-    range("rollout.addon_timeout_seconds", c.rollout.addon_timeout_seconds, 1, 86_400, "seconds");
-    range("rollout.job_timeout_seconds", c.rollout.job_timeout_seconds, 1, 86_400, "seconds");
+    range(
+        "throttle.interval_seconds",
+        c.throttle.interval_seconds.into(),
+        5,
+        3600,
+        "seconds",
+    );
+    range(
+        "loki.retention_days",
+        c.loki.retention_days.into(),
+        7,
+        30,
+        "days",
+    );
+    range(
+        "rollout.addon_timeout_seconds",
+        c.rollout.addon_timeout_seconds,
+        1,
+        86_400,
+        "seconds",
+    );
+    range(
+        "rollout.job_timeout_seconds",
+        c.rollout.job_timeout_seconds,
+        1,
+        86_400,
+        "seconds",
+    );
     range(
         "rollout.workloads_timeout_seconds",
         c.rollout.workloads_timeout_seconds,
@@ -56,7 +120,20 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         86_400,
         "seconds",
     );
-    range("rollout.prune_timeout_seconds", c.rollout.prune_timeout_seconds, 1, 86_400, "seconds");
+    range(
+        "rollout.prune_timeout_seconds",
+        c.rollout.prune_timeout_seconds,
+        1,
+        86_400,
+        "seconds",
+    );
+    range(
+        "rollout.poll_interval_ms",
+        c.rollout.poll_interval_ms,
+        100,
+        60_000,
+        "milliseconds",
+    );
     range(
         "daemon.recheck_interval_seconds",
         c.daemon.recheck_interval_seconds,
@@ -90,8 +167,14 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         ("paths.audit_policy", &c.paths.audit_policy),
         ("paths.k3s_audit_dropin", &c.paths.k3s_audit_dropin),
         ("paths.watchdog_dropin", &c.paths.watchdog_dropin),
-        ("paths.throttle_timer_dropin", &c.paths.throttle_timer_dropin),
-        ("paths.throttle_service_dropin", &c.paths.throttle_service_dropin),
+        (
+            "paths.throttle_timer_dropin",
+            &c.paths.throttle_timer_dropin,
+        ),
+        (
+            "paths.throttle_service_dropin",
+            &c.paths.throttle_service_dropin,
+        ),
         ("paths.state_dir", &c.paths.state_dir),
         ("paths.run_dir", &c.paths.run_dir),
         ("paths.manifests_dir", &c.paths.manifests_dir),
@@ -103,14 +186,19 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     for (key, p) in [
         ("audit.policy_source", &c.audit.policy_source),
         ("bundle.airgap_charts_dir", &c.bundle.airgap_charts_dir),
-        ("alerting.smtp_auth_password_file", &c.alerting.smtp_auth_password_file),
+        (
+            "alerting.smtp_auth_password_file",
+            &c.alerting.smtp_auth_password_file,
+        ),
     ] {
         if let Some(p) = p {
             check_abs(&mut out, key, p);
         }
     }
-    for (key, p) in [("throttle.output", &c.throttle.output), ("daemon.metrics_file", &c.daemon.metrics_file)]
-    {
+    for (key, p) in [
+        ("throttle.output", &c.throttle.output),
+        ("daemon.metrics_file", &c.daemon.metrics_file),
+    ] {
         if !p.ends_with(".prom") {
             out.push(problem(
                 key,
@@ -135,37 +223,70 @@ pub fn validate(c: &Config) -> Vec<Problem> {
     }
 
     let a = &c.alerting;
-    for (key, url) in [("alerting.ntfy_url", &a.ntfy_url), ("alerting.discord_webhook_url", &a.discord_webhook_url)] {
+    for (key, url) in [
+        ("alerting.ntfy_url", &a.ntfy_url),
+        ("alerting.discord_webhook_url", &a.discord_webhook_url),
+    ] {
         if let Some(u) = url {
             match reqwest::Url::parse(u) {
                 Ok(p) if matches!(p.scheme(), "http" | "https") && p.host().is_some() => {}
-                _ => out.push(problem(key, format!("{u:?} is not an http(s) URL"), "give the full URL, e.g. \"https://ntfy.sh/my-topic\"")),
+                _ => out.push(problem(
+                    key,
+                    format!("{u:?} is not an http(s) URL"),
+                    "give the full URL, e.g. \"https://ntfy.sh/my-topic\"",
+                )),
             }
         }
     }
     if let Some(to) = &a.email_to {
         if !to.contains('@') {
-            out.push(problem("alerting.email_to", format!("{to:?} is not an email address"), "give an address such as \"me@example.org\""));
+            out.push(problem(
+                "alerting.email_to",
+                format!("{to:?} is not an email address"),
+                "give an address such as \"me@example.org\"",
+            ));
         }
         if a.smtp_smarthost.is_none() {
-            out.push(problem("alerting.email_to", "email alerts need alerting.smtp_smarthost", "add smtp_smarthost = \"mail.example.org:587\""));
+            out.push(problem(
+                "alerting.email_to",
+                "email alerts need alerting.smtp_smarthost",
+                "add smtp_smarthost = \"mail.example.org:587\"",
+            ));
         }
         if a.smtp_from.is_none() {
-            out.push(problem("alerting.email_to", "email alerts need alerting.smtp_from", "add smtp_from = \"alerts@example.org\""));
+            out.push(problem(
+                "alerting.email_to",
+                "email alerts need alerting.smtp_from",
+                "add smtp_from = \"alerts@example.org\"",
+            ));
         }
     }
     if let Some(h) = &a.smtp_smarthost {
-        let ok = h.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let ok = h.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !ok {
-            out.push(problem("alerting.smtp_smarthost", format!("{h:?} is not host:port"), "write it as \"mail.example.org:587\""));
+            out.push(problem(
+                "alerting.smtp_smarthost",
+                format!("{h:?} is not host:port"),
+                "write it as \"mail.example.org:587\"",
+            ));
         }
     }
     if a.smtp_auth_password_file.is_some() && a.smtp_auth_username.is_none() {
-        out.push(problem("alerting.smtp_auth_password_file", "a password file needs alerting.smtp_auth_username", "add smtp_auth_username"));
+        out.push(problem(
+            "alerting.smtp_auth_password_file",
+            "a password file needs alerting.smtp_auth_username",
+            "add smtp_auth_username",
+        ));
     }
     for (i, cidr) in c.grafana.lan_cidrs.iter().enumerate() {
         if !valid_cidr(cidr) {
-            out.push(problem("grafana.lan_cidrs", format!("entry {i} ({cidr:?}) is not a CIDR"), "write networks like \"192.168.1.0/24\""));
+            out.push(problem(
+                "grafana.lan_cidrs",
+                format!("entry {i} ({cidr:?}) is not a CIDR"),
+                "write networks like \"192.168.1.0/24\"",
+            ));
         }
     }
     out
@@ -173,15 +294,25 @@ pub fn validate(c: &Config) -> Vec<Problem> {
 
 fn check_abs(out: &mut Vec<Problem>, key: &str, p: &str) {
     if !p.starts_with('/') || p.split('/').any(|c| c == "..") {
-        out.push(problem(key, format!("{p:?} is not an absolute path"), "give an absolute path without '..'"));
+        out.push(problem(
+            key,
+            format!("{p:?} is not an absolute path"),
+            "give an absolute path without '..'",
+        ));
     }
 }
 
 /// True for `a.b.c.d/n` or an IPv6 network with a valid prefix length.
 pub fn valid_cidr(s: &str) -> bool {
-    let Some((ip, len)) = s.split_once('/') else { return false };
-    let Ok(ip) = ip.parse::<IpAddr>() else { return false };
-    let Ok(len) = len.parse::<u8>() else { return false };
+    let Some((ip, len)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return false;
+    };
+    let Ok(len) = len.parse::<u8>() else {
+        return false;
+    };
     len <= if ip.is_ipv4() { 32 } else { 128 }
 }
 

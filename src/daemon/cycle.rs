@@ -55,7 +55,12 @@ pub async fn converge_once(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Outcome
     let duration_ms = start.elapsed().as_millis() as u64;
     let outcome = match result {
         Ok(report) => {
-            let visible: Vec<_> = report.plan.changes.iter().filter(|c| c.is_visible()).collect();
+            let visible: Vec<_> = report
+                .plan
+                .changes
+                .iter()
+                .filter(|c| c.is_visible())
+                .collect();
             Outcome {
                 changes: visible.len(),
                 drift_repairs: visible.iter().filter(|c| c.is_drift()).count(),
@@ -64,7 +69,13 @@ pub async fn converge_once(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Outcome
                 error: None,
             }
         }
-        Err(e) => Outcome { report: None, changes: 0, drift_repairs: 0, duration_ms, error: Some(format!("{e:#}")) },
+        Err(e) => Outcome {
+            report: None,
+            changes: 0,
+            drift_repairs: 0,
+            duration_ms,
+            error: Some(format!("{e:#}")),
+        },
     };
     if let Err(e) = publish(ctx, cfg, mode, &outcome) {
         warn!(error = %format!("{e:#}"), "could not write status or metrics");
@@ -74,19 +85,31 @@ pub async fn converge_once(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Outcome
 
 async fn run(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<ConvergeReport> {
     let lock_path = ctx.root.path(cfg.config.lock_path());
-    let wait = if mode == Mode::Daemon { DAEMON_LOCK_WAIT } else { CLI_LOCK_WAIT };
+    let wait = if mode == Mode::Daemon {
+        DAEMON_LOCK_WAIT
+    } else {
+        CLI_LOCK_WAIT
+    };
     let _lock = tokio::task::spawn_blocking(move || Lock::acquire(&lock_path, wait)).await??;
     let facts = Facts::detect(&ctx.root);
     let mut state = State::load(&ctx.root, &cfg.config)?;
     let (no_restart, redecide, explicit) = match mode {
         Mode::Daemon => (false, false, false),
-        Mode::Cli { no_restart, redecide } => (no_restart, redecide, true),
+        Mode::Cli {
+            no_restart,
+            redecide,
+        } => (no_restart, redecide, true),
     };
     // A fresh D-Bus connection per converge: holding one open would keep
     // systemd's signal subscription alive and wake the daemon on every
     // unrelated unit change.
     let ops = crate::cli::connect_ops(ctx, cfg, !no_restart).await?;
-    let opts = ConvergeOptions { no_restart, explicit, redecide, ..Default::default() };
+    let opts = ConvergeOptions {
+        no_restart,
+        explicit,
+        redecide,
+        ..Default::default()
+    };
     converge(&ctx.root, cfg, &facts, &mut state, ops.as_ref(), opts).await
 }
 
@@ -100,13 +123,24 @@ fn publish(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode, o: &Outcome) -> Result<()>
     st.updated_at = crate::engine::now_rfc3339();
     st.last_converge = Some(LastConverge {
         at: st.updated_at.clone(),
-        by: if mode == Mode::Daemon { "daemon".into() } else { "cli".into() },
+        by: if mode == Mode::Daemon {
+            "daemon".into()
+        } else {
+            "cli".into()
+        },
         ok: o.error.is_none(),
         duration_ms: o.duration_ms,
         changes: o
             .report
             .as_ref()
-            .map(|r| r.plan.changes.iter().filter(|c| c.is_visible()).map(|c| format!("{} {}", c.verb(), c.path)).collect())
+            .map(|r| {
+                r.plan
+                    .changes
+                    .iter()
+                    .filter(|c| c.is_visible())
+                    .map(|c| format!("{} {}", c.verb(), c.path))
+                    .collect()
+            })
             .unwrap_or_default(),
         error: o.error.clone(),
     });
@@ -122,6 +156,28 @@ fn publish(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode, o: &Outcome) -> Result<()>
     metrics::write(&ctx.root, &cfg.config, &state, &st)
 }
 
+/// Records the cluster pass in the status file and the metrics.
+pub fn publish_cluster(
+    ctx: &Ctx,
+    cfg: &LoadedConfig,
+    outcome: &crate::rollout::pass::ClusterOutcome,
+) {
+    let mut st = Status::read(&ctx.root, &cfg.config).unwrap_or_default();
+    st.updated_at = crate::engine::now_rfc3339();
+    st.cluster = Some(outcome.line());
+    st.stages = match outcome {
+        crate::rollout::pass::ClusterOutcome::Rollout(r) => crate::rollout::status_of(r),
+        crate::rollout::pass::ClusterOutcome::Skipped { .. } => Vec::new(),
+    };
+    let state = State::load(&ctx.root, &cfg.config).unwrap_or_default();
+    if let Err(e) = st
+        .write(&ctx.root, &cfg.config)
+        .and_then(|()| metrics::write(&ctx.root, &cfg.config, &state, &st))
+    {
+        warn!(error = %format!("{e:#}"), "could not write status or metrics");
+    }
+}
+
 /// Records an error that did not come from a converge (e.g. a bad reload).
 pub fn record_error(ctx: &Ctx, cfg: &LoadedConfig, error: &str) {
     let mut st = Status::read(&ctx.root, &cfg.config).unwrap_or_default();
@@ -133,7 +189,10 @@ pub fn record_error(ctx: &Ctx, cfg: &LoadedConfig, error: &str) {
 /// The STATUS= line for systemd.
 pub fn status_line(o: &Outcome) -> String {
     match &o.error {
-        Some(e) => format!("last converge failed: {}", e.lines().next().unwrap_or_default()),
+        Some(e) => format!(
+            "last converge failed: {}",
+            e.lines().next().unwrap_or_default()
+        ),
         None => {
             let pending = o.report.as_ref().map_or(0, |r| r.pending_after.len());
             format!(
@@ -141,7 +200,11 @@ pub fn status_line(o: &Outcome) -> String {
                 crate::engine::now_rfc3339(),
                 o.changes,
                 o.drift_repairs,
-                if pending > 0 { format!(", {pending} effect(s) pending") } else { String::new() }
+                if pending > 0 {
+                    format!(", {pending} effect(s) pending")
+                } else {
+                    String::new()
+                }
             )
         }
     }

@@ -26,15 +26,30 @@ pub fn render(state: &State, st: &Status, now_unix: u64, rss_bytes: Option<u64>)
         "Unix time of the last converge.",
         &[(String::new(), now_unix as f64)],
     );
-    metric("sightline_converge_success", "gauge", "1 when the last converge succeeded.", &[(String::new(), f64::from(u8::from(ok)))]);
+    metric(
+        "sightline_converge_success",
+        "gauge",
+        "1 when the last converge succeeded.",
+        &[(String::new(), f64::from(u8::from(ok)))],
+    );
     metric(
         "sightline_drift_repairs_total",
         "counter",
         "Managed files repaired after something else changed them.",
         &[(String::new(), state.counters.drift_repairs as f64)],
     );
-    metric("sightline_k3s_restarts_total", "counter", "k3s restarts performed by sightline.", &[(String::new(), state.counters.k3s_restarts as f64)]);
-    metric("sightline_rollbacks_total", "counter", "Automatic rollbacks after k3s did not come back.", &[(String::new(), state.counters.rollbacks as f64)]);
+    metric(
+        "sightline_k3s_restarts_total",
+        "counter",
+        "k3s restarts performed by sightline.",
+        &[(String::new(), state.counters.k3s_restarts as f64)],
+    );
+    metric(
+        "sightline_rollbacks_total",
+        "counter",
+        "Automatic rollbacks after k3s did not come back.",
+        &[(String::new(), state.counters.rollbacks as f64)],
+    );
     metric(
         "sightline_pending_effects",
         "gauge",
@@ -45,12 +60,27 @@ pub fn render(state: &State, st: &Status, now_unix: u64, rss_bytes: Option<u64>)
         let samples: Vec<(String, f64)> = st
             .stages
             .iter()
-            .map(|s| (format!("{{stage=\"{}\"}}", s.name), f64::from(u8::from(s.state == "healthy"))))
+            .map(|s| {
+                (
+                    format!("{{stage=\"{}\"}}", s.name),
+                    f64::from(u8::from(s.state == "healthy")),
+                )
+            })
             .collect();
-        metric("sightline_stage_healthy", "gauge", "1 when the rollout stage is healthy.", &samples);
+        metric(
+            "sightline_stage_healthy",
+            "gauge",
+            "1 when the rollout stage is healthy.",
+            &samples,
+        );
     }
     if let Some(rss) = rss_bytes {
-        metric("sightline_process_resident_memory_bytes", "gauge", "Resident memory of the process that wrote this file.", &[(String::new(), rss as f64)]);
+        metric(
+            "sightline_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the process that wrote this file.",
+            &[(String::new(), rss as f64)],
+        );
     }
     metric(
         "sightline_info",
@@ -83,7 +113,11 @@ pub fn own_rss() -> Option<u64> {
 
 /// Writes the metrics file atomically.
 pub fn write(root: &Sysroot, cfg: &Config, state: &State, st: &Status) -> Result<()> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let text = render(state, st, now, own_rss());
-    crate::throttle::write(root, &cfg.daemon.metrics_file, &text).context("writing sightline's metrics")
+    crate::throttle::write(root, &cfg.daemon.metrics_file, &text)
+        .context("writing sightline's metrics")
 }

@@ -22,7 +22,10 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// Runs the daemon until SIGTERM.
 pub fn run(ctx: &Ctx) -> Result<u8> {
     ctx.require_root_user("run")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
     rt.block_on(run_async(ctx))
 }
 
@@ -47,7 +50,9 @@ async fn run_async(ctx: &Ctx) -> Result<u8> {
     let wd_period = notify::watchdog_interval().map(|d| d / 2);
     let mut wd_tick = tokio::time::interval(wd_period.unwrap_or(Duration::from_secs(86_400 * 365)));
     wd_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut recheck = tokio::time::interval(Duration::from_secs(cfg.config.daemon.recheck_interval_seconds));
+    let mut recheck = tokio::time::interval(Duration::from_secs(
+        cfg.config.daemon.recheck_interval_seconds,
+    ));
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     recheck.tick().await; // the first tick is immediate; the first converge already ran
     if wd_period.is_some() {
@@ -124,7 +129,12 @@ async fn run_async(ctx: &Ctx) -> Result<u8> {
 
 fn log_outcome(o: &cycle::Outcome) {
     match &o.error {
-        None => info!(changes = o.changes, drift_repairs = o.drift_repairs, duration_ms = o.duration_ms, "converged"),
+        None => info!(
+            changes = o.changes,
+            drift_repairs = o.drift_repairs,
+            duration_ms = o.duration_ms,
+            "converged"
+        ),
         Some(e) => error!(error = %e, "converge failed"),
     }
 }
@@ -135,7 +145,9 @@ fn log_outcome(o: &cycle::Outcome) {
 fn fatal(o: &cycle::Outcome) -> Option<u8> {
     let e = o.error.as_deref()?;
     if e.contains("Read-only file system") {
-        error!("a path sightline writes is read-only in this sandbox (it appeared after sightline started); exiting so systemd restarts sightline with a fresh sandbox");
+        error!(
+            "a path sightline writes is read-only in this sandbox (it appeared after sightline started); exiting so systemd restarts sightline with a fresh sandbox"
+        );
         return Some(1);
     }
     None

@@ -86,6 +86,7 @@ impl Status {
     /// Writes the status file (world-readable: it holds no secrets).
     pub fn write(&self, root: &Sysroot, cfg: &Config) -> Result<()> {
         let text = serde_json::to_string_pretty(self)? + "\n";
-        write_atomic(&root.path(Self::path(cfg)), text.as_bytes(), 0o644).context("writing status.json")
+        write_atomic(&root.path(Self::path(cfg)), text.as_bytes(), 0o644)
+            .context("writing status.json")
     }
 }

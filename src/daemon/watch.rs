@@ -32,7 +32,10 @@ impl Watcher {
     /// A watcher with no watches yet.
     pub fn new() -> Result<Watcher> {
         let ino = Inotify::init().context("inotify_init")?;
-        Ok(Watcher { stream: ino.into_event_stream(vec![0u8; 16 * 1024])?, dirs: BTreeMap::new() })
+        Ok(Watcher {
+            stream: ino.into_event_stream(vec![0u8; 16 * 1024])?,
+            dirs: BTreeMap::new(),
+        })
     }
 
     /// Watches exactly the parents of what the state says sightline manages.
@@ -42,7 +45,10 @@ impl Watcher {
         for p in state.files.keys().chain(state.dirs.keys()) {
             let real = root.path(p);
             if let (Some(parent), Some(name)) = (real.parent(), real.file_name()) {
-                wanted.entry(parent.to_path_buf()).or_default().insert(name.to_os_string());
+                wanted
+                    .entry(parent.to_path_buf())
+                    .or_default()
+                    .insert(name.to_os_string());
             }
         }
         let mut watches = self.stream.watches();
@@ -57,7 +63,9 @@ impl Watcher {
             if !dir.is_dir() {
                 continue;
             }
-            let wd = watches.add(&dir, mask()).with_context(|| format!("watching {}", dir.display()))?;
+            let wd = watches
+                .add(&dir, mask())
+                .with_context(|| format!("watching {}", dir.display()))?;
             self.dirs.insert(dir, (wd, names));
         }
         Ok(())
@@ -65,7 +73,10 @@ impl Watcher {
 
     fn relevant(&self, wd: &WatchDescriptor, name: Option<&OsString>) -> Option<PathBuf> {
         let name = name?;
-        if name.to_string_lossy().starts_with(crate::atomic::TEMP_PREFIX) {
+        if name
+            .to_string_lossy()
+            .starts_with(crate::atomic::TEMP_PREFIX)
+        {
             return None;
         }
         self.dirs

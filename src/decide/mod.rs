@@ -30,6 +30,8 @@ pub struct Decisions {
     pub tier: Decision<Tier>,
     /// The runtime-security engine.
     pub runtime_security: Decision<RuntimeSecurity>,
+    /// Whether the static NetworkPolicies are installed.
+    pub network_policies: Decision<bool>,
 }
 
 impl Decisions {
@@ -38,7 +40,34 @@ impl Decisions {
     pub fn make(cfg: &LoadedConfig, facts: &Facts, recorded: Option<&RecordedTier>) -> Decisions {
         let tier = decide_tier(cfg, facts, recorded);
         let runtime_security = decide_runtime_security(cfg, facts, tier.value);
-        Decisions { tier, runtime_security }
+        let network_policies = decide_network_policies(cfg, facts);
+        Decisions {
+            tier,
+            runtime_security,
+            network_policies,
+        }
+    }
+}
+
+/// Whether to install the static NetworkPolicies.
+pub fn decide_network_policies(cfg: &LoadedConfig, facts: &Facts) -> Decision<bool> {
+    use crate::config::NetworkPolicyChoice::*;
+    let origin = cfg.origin("rollout.network_policies");
+    match cfg.config.rollout.network_policies {
+        On => Decision { value: true, reasons: vec![format!("forced by rollout.network_policies = \"on\" ({origin})")], overridden: true },
+        Off => Decision { value: false, reasons: vec![format!("disabled by rollout.network_policies = \"off\" ({origin})")], overridden: true },
+        Auto if facts.cni == crate::facts::Cni::Cilium => Decision {
+            value: false,
+            reasons: vec![
+                "CNI is Cilium: its ipBlock rules do not match node addresses unless policy-cidr-match-mode=nodes, so the scrape and API rules would cut off node-exporter, the kubelet and the API server; set rollout.network_policies = \"on\" once Cilium is configured that way".into(),
+            ],
+            overridden: false,
+        },
+        Auto => Decision {
+            value: true,
+            reasons: vec!["k3s enforces NetworkPolicy (kube-router); every component gets its policies".into()],
+            overridden: false,
+        },
     }
 }
 

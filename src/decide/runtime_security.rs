@@ -66,7 +66,11 @@ impl Serialize for RuntimeSecurity {
 const SUPPORTED_ARCH: [&str; 2] = ["x86_64", "aarch64"];
 
 /// The runtime-security engine for this machine and tier.
-pub fn decide_runtime_security(cfg: &LoadedConfig, facts: &Facts, tier: Tier) -> Decision<RuntimeSecurity> {
+pub fn decide_runtime_security(
+    cfg: &LoadedConfig,
+    facts: &Facts,
+    tier: Tier,
+) -> Decision<RuntimeSecurity> {
     let origin = cfg.origin("runtime_security");
     let driver = falco_driver(facts);
     let btf_note = if facts.btf {
@@ -77,23 +81,35 @@ pub fn decide_runtime_security(cfg: &LoadedConfig, facts: &Facts, tier: Tier) ->
     match cfg.config.runtime_security {
         RuntimeSecurityChoice::None => Decision {
             value: RuntimeSecurity::None,
-            reasons: vec![format!("disabled by runtime_security = \"none\" ({origin})")],
+            reasons: vec![format!(
+                "disabled by runtime_security = \"none\" ({origin})"
+            )],
             overridden: true,
         },
         RuntimeSecurityChoice::Falco => Decision {
             value: RuntimeSecurity::Falco(driver),
-            reasons: vec![format!("forced by runtime_security = \"falco\" ({origin})"), btf_note.into()],
+            reasons: vec![
+                format!("forced by runtime_security = \"falco\" ({origin})"),
+                btf_note.into(),
+            ],
             overridden: true,
         },
         RuntimeSecurityChoice::Tetragon => {
-            let mut reasons = vec![format!("forced by runtime_security = \"tetragon\" ({origin})")];
+            let mut reasons = vec![format!(
+                "forced by runtime_security = \"tetragon\" ({origin})"
+            )];
             if facts.cni != Cni::Cilium {
                 reasons.push("warning: the CNI is not Cilium; Tetragon runs, but Cilium's shared eBPF path is missing".into());
             }
             if !facts.btf {
-                reasons.push("warning: no kernel BTF; Tetragon needs BTF and will not start".into());
+                reasons
+                    .push("warning: no kernel BTF; Tetragon needs BTF and will not start".into());
             }
-            Decision { value: RuntimeSecurity::Tetragon, reasons, overridden: true }
+            Decision {
+                value: RuntimeSecurity::Tetragon,
+                reasons,
+                overridden: true,
+            }
         }
         RuntimeSecurityChoice::Auto => {
             if !SUPPORTED_ARCH.contains(&facts.arch.as_str()) {
@@ -136,7 +152,10 @@ pub fn decide_runtime_security(cfg: &LoadedConfig, facts: &Facts, tier: Tier) ->
             }
             Decision {
                 value: RuntimeSecurity::Falco(driver),
-                reasons: vec![format!("Falco rather than Tetragon: {}", why_not.join(", ")), btf_note.into()],
+                reasons: vec![
+                    format!("Falco rather than Tetragon: {}", why_not.join(", ")),
+                    btf_note.into(),
+                ],
                 overridden: false,
             }
         }
@@ -144,5 +163,9 @@ pub fn decide_runtime_security(cfg: &LoadedConfig, facts: &Facts, tier: Tier) ->
 }
 
 fn falco_driver(facts: &Facts) -> FalcoDriver {
-    if facts.btf { FalcoDriver::ModernEbpf } else { FalcoDriver::Kmod }
+    if facts.btf {
+        FalcoDriver::ModernEbpf
+    } else {
+        FalcoDriver::Kmod
+    }
 }

@@ -62,14 +62,28 @@ pub struct RecordedTier {
 }
 
 /// The tier for this machine.
-pub fn decide_tier(cfg: &LoadedConfig, facts: &Facts, recorded: Option<&RecordedTier>) -> Decision<Tier> {
+pub fn decide_tier(
+    cfg: &LoadedConfig,
+    facts: &Facts,
+    recorded: Option<&RecordedTier>,
+) -> Decision<Tier> {
     let measured = measure(facts);
     match cfg.config.tier {
         TierChoice::Full | TierChoice::Light => {
-            let value = if cfg.config.tier == TierChoice::Full { Tier::Full } else { Tier::Light };
-            let mut reasons = vec![format!("forced by tier = \"{value}\" ({})", cfg.origin("tier"))];
+            let value = if cfg.config.tier == TierChoice::Full {
+                Tier::Full
+            } else {
+                Tier::Light
+            };
+            let mut reasons = vec![format!(
+                "forced by tier = \"{value}\" ({})",
+                cfg.origin("tier")
+            )];
             if value != measured.value {
-                reasons.push(format!("measured memory alone would choose {}: {}", measured.value, measured.reasons[0]));
+                reasons.push(format!(
+                    "measured memory alone would choose {}: {}",
+                    measured.value, measured.reasons[0]
+                ));
             }
             if value == Tier::Full && facts.memory.available_bytes < FULL_NEEDS_AVAILABLE {
                 reasons.push(format!(
@@ -78,7 +92,11 @@ pub fn decide_tier(cfg: &LoadedConfig, facts: &Facts, recorded: Option<&Recorded
                     gib(FULL_PEAK)
                 ));
             }
-            Decision { value, reasons, overridden: true }
+            Decision {
+                value,
+                reasons,
+                overridden: true,
+            }
         }
         TierChoice::Auto => match recorded {
             Some(r) => {
@@ -93,7 +111,11 @@ pub fn decide_tier(cfg: &LoadedConfig, facts: &Facts, recorded: Option<&Recorded
                         measured.reasons[0]
                     ));
                 }
-                Decision { value: r.tier, reasons, overridden: false }
+                Decision {
+                    value: r.tier,
+                    reasons,
+                    overridden: false,
+                }
             }
             None => measured,
         },
@@ -137,5 +159,9 @@ fn measure(facts: &Facts) -> Decision<Tier> {
     {
         reasons.push(format!("board: {board}"));
     }
-    Decision { value, reasons, overridden: false }
+    Decision {
+        value,
+        reasons,
+        overridden: false,
+    }
 }

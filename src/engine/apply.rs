@@ -25,7 +25,14 @@ pub fn apply_changes(root: &Sysroot, cfg: &Config, state: &mut State, plan: &Pla
         match &c.kind {
             ChangeKind::CreateDir => {
                 create_dir_all(&real, c.mode).with_context(|| format!("creating {}", c.path))?;
-                state.dirs.insert(c.path.clone(), ManagedDir { mode: c.mode, component: c.component, created: true });
+                state.dirs.insert(
+                    c.path.clone(),
+                    ManagedDir {
+                        mode: c.mode,
+                        component: c.component,
+                        created: true,
+                    },
+                );
                 info!(path = %c.path, mode = %format!("{:04o}", c.mode), component = c.component.name(), "created directory");
             }
             ChangeKind::ChmodDir { from, drift } => {
@@ -34,10 +41,17 @@ pub fn apply_changes(root: &Sysroot, cfg: &Config, state: &mut State, plan: &Pla
                 }
                 std::fs::set_permissions(&real, std::fs::Permissions::from_mode(c.mode))
                     .with_context(|| format!("chmod {}", c.path))?;
-                state.dirs.entry(c.path.clone()).or_insert(ManagedDir { mode: c.mode, component: c.component, created: false });
+                state.dirs.entry(c.path.clone()).or_insert(ManagedDir {
+                    mode: c.mode,
+                    component: c.component,
+                    created: false,
+                });
                 info!(path = %c.path, from = %format!("{from:04o}"), mode = %format!("{:04o}", c.mode), component = c.component.name(), "changed directory mode");
             }
-            ChangeKind::Create { .. } | ChangeKind::Update { .. } | ChangeKind::Chmod { .. } | ChangeKind::Adopt => {
+            ChangeKind::Create { .. }
+            | ChangeKind::Update { .. }
+            | ChangeKind::Chmod { .. }
+            | ChangeKind::Adopt => {
                 let content = c.content.as_deref().expect("file changes carry content");
                 let mut backup = state.files.get(&c.path).and_then(|m| m.backup.clone());
                 if let ChangeKind::Update { backup: true, .. } = c.kind {
@@ -51,11 +65,17 @@ pub fn apply_changes(root: &Sysroot, cfg: &Config, state: &mut State, plan: &Pla
                     }
                 }
                 if !matches!(c.kind, ChangeKind::Adopt) {
-                    write_atomic(&real, content, c.mode).with_context(|| format!("writing {}", c.path))?;
+                    write_atomic(&real, content, c.mode)
+                        .with_context(|| format!("writing {}", c.path))?;
                 }
                 state.files.insert(
                     c.path.clone(),
-                    ManagedFile { sha256: sha256_hex(content), mode: c.mode, component: c.component, backup },
+                    ManagedFile {
+                        sha256: sha256_hex(content),
+                        mode: c.mode,
+                        component: c.component,
+                        backup,
+                    },
                 );
                 if c.is_visible() {
                     info!(
@@ -75,9 +95,12 @@ pub fn apply_changes(root: &Sysroot, cfg: &Config, state: &mut State, plan: &Pla
             ChangeKind::Remove { restore } => {
                 match restore {
                     Some(b) => {
-                        let data = root.read(b)?.with_context(|| format!("backup {b} of {} is missing", c.path))?;
+                        let data = root
+                            .read(b)?
+                            .with_context(|| format!("backup {b} of {} is missing", c.path))?;
                         let mode = std::fs::metadata(root.path(b))?.permissions().mode() & 0o7777;
-                        write_atomic(&real, &data, mode).with_context(|| format!("restoring {}", c.path))?;
+                        write_atomic(&real, &data, mode)
+                            .with_context(|| format!("restoring {}", c.path))?;
                         remove_file(&root.path(b))?;
                         info!(path = %c.path, from = %b, component = c.component.name(), "restored original file");
                     }

@@ -66,7 +66,12 @@ pub fn host_plan(root: &Sysroot, cfg: &LoadedConfig, facts: &Facts, state: &Stat
 }
 
 /// The decisions for this run, recording a new automatic tier decision.
-pub fn decisions(cfg: &LoadedConfig, facts: &Facts, state: &mut State, redecide: bool) -> Decisions {
+pub fn decisions(
+    cfg: &LoadedConfig,
+    facts: &Facts,
+    state: &mut State,
+    redecide: bool,
+) -> Decisions {
     let recorded = if redecide { None } else { state.tier.clone() };
     let d = Decisions::make(cfg, facts, recorded.as_ref());
     if cfg.config.tier == crate::config::TierChoice::Auto && (state.tier.is_none() || redecide) {
@@ -104,8 +109,16 @@ pub async fn converge_to<O: Ops>(
     desired: &DesiredState,
 ) -> Result<ConvergeReport> {
     let c = &cfg.config;
-    let live = if opts.no_restart || opts.dry_run { None } else { ops };
-    let recovered = if opts.dry_run { None } else { recover(live, root, c, state).await? };
+    let live = if opts.no_restart || opts.dry_run {
+        None
+    } else {
+        ops
+    };
+    let recovered = if opts.dry_run {
+        None
+    } else {
+        recover(live, root, c, state).await?
+    };
     let decisions = decisions(cfg, facts, state, opts.redecide);
     let mut p = plan(root, c, desired, state)?;
 
@@ -116,8 +129,10 @@ pub async fn converge_to<O: Ops>(
         && p.audit_digest.as_deref() == Some(rej.digest.as_str())
     {
         p.changes.retain(|ch| ch.component != Component::Audit);
-        p.effects.retain(|e| !matches!(e, Effect::RestartK3s { .. }));
-        p.pending_effects.retain(|e| !matches!(e, Effect::RestartK3s { .. }));
+        p.effects
+            .retain(|e| !matches!(e, Effect::RestartK3s { .. }));
+        p.pending_effects
+            .retain(|e| !matches!(e, Effect::RestartK3s { .. }));
         p.warnings.push(format!(
             "k3s rejected this audit configuration at {} ({}); not retrying automatically. Fix the configuration or run `sightline apply` to try again; the rejected files are in {}",
             rej.at, rej.reason, rej.kept_in
@@ -138,7 +153,9 @@ pub async fn converge_to<O: Ops>(
     }
 
     let effects = p.all_effects();
-    let restart_due = effects.iter().any(|e| matches!(e, Effect::RestartK3s { .. }));
+    let restart_due = effects
+        .iter()
+        .any(|e| matches!(e, Effect::RestartK3s { .. }));
     let can_restart = live.is_some() && c.k3s.allow_restart;
     // Journal the k3s files before touching them whenever this run will
     // restart k3s, so an interruption can be finished or undone.
@@ -166,7 +183,11 @@ pub async fn converge_to<O: Ops>(
         state.k3s.written_at_us = Some(now_us());
     }
     report.applied = true;
-    state.pending_effects = effects.iter().filter(|e| !matches!(e, Effect::RestartK3s { .. })).cloned().collect();
+    state.pending_effects = effects
+        .iter()
+        .filter(|e| !matches!(e, Effect::RestartK3s { .. }))
+        .cloned()
+        .collect();
     state.save(root, c)?;
 
     let Some(ops) = live else {
@@ -202,10 +223,12 @@ pub async fn converge_to<O: Ops>(
                     state.k3s.loaded_digest = p.audit_digest.clone();
                     format!("skipped: {unit} started after the files were written and is ready")
                 } else {
-                    run_pending_restart(ops, root, cfg, state, &p).await.unwrap_or_else(|err| {
-                        failures.push(format!("{err:#}"));
-                        "failed".into()
-                    })
+                    run_pending_restart(ops, root, cfg, state, &p)
+                        .await
+                        .unwrap_or_else(|err| {
+                            failures.push(format!("{err:#}"));
+                            "failed".into()
+                        })
                 }
             }
             other => match run_simple(ops, other).await {
@@ -221,7 +244,10 @@ pub async fn converge_to<O: Ops>(
             },
         };
         info!(effect = %e, outcome = %outcome, "effect");
-        report.effects_run.push(EffectResult { effect: e.clone(), outcome });
+        report.effects_run.push(EffectResult {
+            effect: e.clone(),
+            outcome,
+        });
     }
     state.save(root, c)?;
     report.pending_after = state.pending_effects.clone();
@@ -244,9 +270,16 @@ async fn run_pending_restart<O: Ops>(
     let c = &cfg.config;
     let status = ops.unit_status(&c.k3s.unit).await?;
     if status.load_state != "loaded" {
-        anyhow::bail!("{} is not installed ({}); cannot restart it", c.k3s.unit, status.load_state);
+        anyhow::bail!(
+            "{} is not installed ({}); cannot restart it",
+            c.k3s.unit,
+            status.load_state
+        );
     }
-    if status.active_state != "active" && status.active_state != "activating" && status.active_state != "reloading" {
+    if status.active_state != "active"
+        && status.active_state != "activating"
+        && status.active_state != "reloading"
+    {
         return Ok(format!(
             "skipped: {} is {}; it loads the audit settings when it starts",
             c.k3s.unit, status.active_state
@@ -254,10 +287,20 @@ async fn run_pending_restart<O: Ops>(
     }
     // The previous configuration k3s ran is unknown here (it predates this
     // run), so a failed restart rolls back to "no audit files".
-    let mut j = Journal::begin(root, c, &[], Default::default(), state.k3s.loaded_digest.clone(), p.audit_digest.clone())?;
+    let mut j = Journal::begin(
+        root,
+        c,
+        &[],
+        Default::default(),
+        state.k3s.loaded_digest.clone(),
+        p.audit_digest.clone(),
+    )?;
     j.files = audit_paths(c, state)
         .into_iter()
-        .map(|path| super::journal::JournalFile { path, previous: None })
+        .map(|path| super::journal::JournalFile {
+            path,
+            previous: None,
+        })
         .collect();
     j.written_at_us = state.k3s.written_at_us.unwrap_or_else(now_us);
     j.save(root, c)?;

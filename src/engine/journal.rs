@@ -88,7 +88,11 @@ impl Journal {
         previous_digest: Option<String>,
         new_digest: Option<String>,
     ) -> Result<Journal> {
-        let id = format!("{}-{}", super::now_rfc3339().replace(':', ""), std::process::id());
+        let id = format!(
+            "{}-{}",
+            super::now_rfc3339().replace(':', ""),
+            std::process::id()
+        );
         let mut files = Vec::new();
         for p in paths {
             let real = root.path(p);
@@ -96,13 +100,17 @@ impl Journal {
                 Ok(data) => {
                     let mode = std::fs::metadata(&real)?.permissions().mode() & 0o7777;
                     let saved = format!("{}{p}", txn_dir(cfg, &id));
-                    write_atomic(&root.path(&saved), &data, mode).with_context(|| format!("saving {p}"))?;
+                    write_atomic(&root.path(&saved), &data, mode)
+                        .with_context(|| format!("saving {p}"))?;
                     Some(Previous { saved, mode })
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e).with_context(|| format!("reading {p}")),
             };
-            files.push(JournalFile { path: p.clone(), previous });
+            files.push(JournalFile {
+                path: p.clone(),
+                previous,
+            });
         }
         let j = Journal {
             id,
@@ -123,14 +131,17 @@ impl Journal {
         let p = path(cfg);
         match root.read_to_string(&p)? {
             None => Ok(None),
-            Some(t) => Ok(Some(serde_json::from_str(&t).with_context(|| format!("{p} is corrupt"))?)),
+            Some(t) => Ok(Some(
+                serde_json::from_str(&t).with_context(|| format!("{p} is corrupt"))?,
+            )),
         }
     }
 
     /// Persists the journal.
     pub fn save(&self, root: &Sysroot, cfg: &Config) -> Result<()> {
         let text = serde_json::to_string_pretty(self)? + "\n";
-        write_atomic(&root.path(path(cfg)), text.as_bytes(), 0o600).context("writing the k3s journal")
+        write_atomic(&root.path(path(cfg)), text.as_bytes(), 0o600)
+            .context("writing the k3s journal")
     }
 
     /// Moves to a new phase and persists it.
@@ -147,8 +158,11 @@ impl Journal {
             let real = root.path(&f.path);
             match &f.previous {
                 Some(prev) => {
-                    let data = root.read(&prev.saved)?.with_context(|| format!("saved copy {} is missing", prev.saved))?;
-                    write_atomic(&real, &data, prev.mode).with_context(|| format!("restoring {}", f.path))?;
+                    let data = root
+                        .read(&prev.saved)?
+                        .with_context(|| format!("saved copy {} is missing", prev.saved))?;
+                    write_atomic(&real, &data, prev.mode)
+                        .with_context(|| format!("restoring {}", f.path))?;
                 }
                 None => {
                     remove_file(&real).with_context(|| format!("removing {}", f.path))?;

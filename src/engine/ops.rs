@@ -55,7 +55,11 @@ pub struct LiveOps {
 impl LiveOps {
     /// Connects to systemd; the k3s API client is built on first use, since
     /// its certificates only exist once k3s has started.
-    pub async fn connect(root: &crate::sysroot::Sysroot, cfg: &crate::config::Config, bus: Option<&str>) -> Result<LiveOps> {
+    pub async fn connect(
+        root: &crate::sysroot::Sysroot,
+        cfg: &crate::config::Config,
+        bus: Option<&str>,
+    ) -> Result<LiveOps> {
         Ok(LiveOps {
             systemd: crate::systemd::SystemdClient::connect(bus).await?,
             root: root.clone(),
@@ -73,7 +77,8 @@ impl LiveOps {
         if let Some(a) = self.api.get() {
             return Ok(a);
         }
-        let a = crate::k3s::K3sApi::from_config(&self.root, &self.cfg).map_err(|e| format!("{e:#}"))?;
+        let a =
+            crate::k3s::K3sApi::from_config(&self.root, &self.cfg).map_err(|e| format!("{e:#}"))?;
         Ok(self.api.get_or_init(|| a))
     }
 }
@@ -89,18 +94,26 @@ impl Ops for LiveOps {
 
     async fn enable_and_restart(&self, unit: &str) -> Result<()> {
         self.systemd.enable(unit).await?;
-        let r = self.systemd.restart_unit(unit, "replace", Duration::from_secs(60)).await?;
+        let r = self
+            .systemd
+            .restart_unit(unit, "replace", Duration::from_secs(60))
+            .await?;
         crate::systemd::expect_done(unit, "RestartUnit", &r)
     }
 
     async fn disable_and_stop(&self, unit: &str) -> Result<()> {
-        let r = self.systemd.stop_unit(unit, "replace", Duration::from_secs(60)).await?;
+        let r = self
+            .systemd
+            .stop_unit(unit, "replace", Duration::from_secs(60))
+            .await?;
         crate::systemd::expect_done(unit, "StopUnit", &r)?;
         self.systemd.disable(unit).await
     }
 
     async fn restart_unit(&self, unit: &str, job_timeout: Duration) -> Result<String> {
-        self.systemd.restart_unit(unit, "replace", job_timeout).await
+        self.systemd
+            .restart_unit(unit, "replace", job_timeout)
+            .await
     }
 
     async fn unit_status(&self, unit: &str) -> Result<UnitStatus> {

@@ -136,12 +136,19 @@ pub struct SkippedComponent {
 impl Plan {
     /// True when there is nothing to change and nothing to run.
     pub fn is_converged(&self) -> bool {
-        !self.changes.iter().any(Change::is_visible) && self.effects.is_empty() && self.pending_effects.is_empty()
+        !self.changes.iter().any(Change::is_visible)
+            && self.effects.is_empty()
+            && self.pending_effects.is_empty()
     }
 
     /// Every effect to run now: due plus pending, in execution order.
     pub fn all_effects(&self) -> Vec<Effect> {
-        let mut v: Vec<Effect> = self.effects.iter().chain(&self.pending_effects).cloned().collect();
+        let mut v: Vec<Effect> = self
+            .effects
+            .iter()
+            .chain(&self.pending_effects)
+            .cloned()
+            .collect();
         normalize(&mut v);
         v
     }
@@ -150,7 +157,12 @@ impl Plan {
     pub fn touches_audit(&self) -> bool {
         self.changes.iter().any(|c| {
             c.component == Component::Audit
-                && matches!(c.kind, ChangeKind::Create { .. } | ChangeKind::Update { .. } | ChangeKind::Remove { .. })
+                && matches!(
+                    c.kind,
+                    ChangeKind::Create { .. }
+                        | ChangeKind::Update { .. }
+                        | ChangeKind::Remove { .. }
+                )
         })
     }
 }
@@ -162,7 +174,10 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
         skipped: desired
             .skipped
             .iter()
-            .map(|(component, reason)| SkippedComponent { component: *component, reason: reason.clone() })
+            .map(|(component, reason)| SkippedComponent {
+                component: *component,
+                reason: reason.clone(),
+            })
             .collect(),
         ..Plan::default()
     };
@@ -182,7 +197,10 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
                 path: dir.path.clone(),
                 kind: ChangeKind::ChmodDir {
                     from: m.permissions().mode() & 0o7777,
-                    drift: state.dirs.get(&dir.path).is_some_and(|d| d.mode == dir.mode),
+                    drift: state
+                        .dirs
+                        .get(&dir.path)
+                        .is_some_and(|d| d.mode == dir.mode),
                 },
                 mode: dir.mode,
                 component: dir.component,
@@ -197,7 +215,10 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
         let real = root.path(&f.path);
         let managed = state.files.get(&f.path);
         let current = match std::fs::read(&real) {
-            Ok(bytes) => Some((bytes, std::fs::metadata(&real)?.permissions().mode() & 0o7777)),
+            Ok(bytes) => Some((
+                bytes,
+                std::fs::metadata(&real)?.permissions().mode() & 0o7777,
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("reading {}", f.path)),
         };
@@ -212,20 +233,30 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
         match current {
             None => {
                 let drift = managed.is_some();
-                p.changes.push(change(ChangeKind::Create { drift }, Some(unified_diff(&f.path, b"", &f.content))));
+                p.changes.push(change(
+                    ChangeKind::Create { drift },
+                    Some(unified_diff(&f.path, b"", &f.content)),
+                ));
                 effects.extend(f.effects.iter().cloned());
             }
             Some((bytes, _)) if bytes != f.content => {
                 let drift = managed.is_some_and(|m| m.sha256 != sha256_hex(&bytes));
                 let backup = managed.is_none();
-                p.changes.push(change(ChangeKind::Update { backup, drift }, Some(unified_diff(&f.path, &bytes, &f.content))));
+                p.changes.push(change(
+                    ChangeKind::Update { backup, drift },
+                    Some(unified_diff(&f.path, &bytes, &f.content)),
+                ));
                 effects.extend(f.effects.iter().cloned());
             }
             Some((_, mode)) if mode != f.mode => {
                 let drift = managed.is_some_and(|m| m.mode == f.mode);
-                p.changes.push(change(ChangeKind::Chmod { from: mode, drift }, None));
+                p.changes
+                    .push(change(ChangeKind::Chmod { from: mode, drift }, None));
             }
-            Some(_) if managed.is_none_or(|m| m.sha256 != sha256_hex(&f.content) || m.mode != f.mode) => {
+            Some(_)
+                if managed
+                    .is_none_or(|m| m.sha256 != sha256_hex(&f.content) || m.mode != f.mode) =>
+            {
                 p.changes.push(change(ChangeKind::Adopt, None));
             }
             Some(_) => {}
@@ -235,7 +266,9 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
         if desired.file(path).is_none() {
             p.changes.push(Change {
                 path: path.clone(),
-                kind: ChangeKind::Remove { restore: m.backup.clone() },
+                kind: ChangeKind::Remove {
+                    restore: m.backup.clone(),
+                },
                 mode: m.mode,
                 component: m.component,
                 diff: None,
@@ -269,7 +302,9 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
             Requirement::TimerEnabled { unit } => {
                 // The link points at a host path, so it dangles under a
                 // scratch root: look at the link itself.
-                if std::fs::symlink_metadata(root.path(crate::host::throttle::wants_link())).is_err() {
+                if std::fs::symlink_metadata(root.path(crate::host::throttle::wants_link()))
+                    .is_err()
+                {
                     pending.push(Effect::EnableTimer { unit: unit.clone() });
                 }
             }
@@ -279,8 +314,14 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
     // watchdog value, disabling a timer that was to be enabled).
     pending.retain(|pe| !effects.iter().any(|e| supersedes(e, pe)));
     if p.audit_digest != state.k3s.loaded_digest {
-        let restart = Effect::RestartK3s { unit: cfg.k3s.unit.clone() };
-        if audit_changes { effects.push(restart) } else { pending.push(restart) }
+        let restart = Effect::RestartK3s {
+            unit: cfg.k3s.unit.clone(),
+        };
+        if audit_changes {
+            effects.push(restart)
+        } else {
+            pending.push(restart)
+        }
     }
     normalize(&mut effects);
     normalize(&mut pending);
@@ -293,7 +334,10 @@ fn supersedes(due: &Effect, pending: &Effect) -> bool {
     use Effect::*;
     match (due, pending) {
         (ApplyWatchdog { .. }, ApplyWatchdog { .. }) => true,
-        (EnableTimer { unit: a } | DisableTimer { unit: a }, EnableTimer { unit: b } | DisableTimer { unit: b }) => a == b,
+        (
+            EnableTimer { unit: a } | DisableTimer { unit: a },
+            EnableTimer { unit: b } | DisableTimer { unit: b },
+        ) => a == b,
         (a, b) => a == b,
     }
 }
@@ -301,11 +345,15 @@ fn supersedes(due: &Effect, pending: &Effect) -> bool {
 /// Effects due when a component's file is removed.
 pub fn removal_effects(component: Component, cfg: &Config) -> Vec<Effect> {
     match component {
-        Component::Audit => vec![Effect::RestartK3s { unit: cfg.k3s.unit.clone() }],
+        Component::Audit => vec![Effect::RestartK3s {
+            unit: cfg.k3s.unit.clone(),
+        }],
         Component::Watchdog => vec![Effect::ApplyWatchdog { runtime_usec: 0 }],
         Component::Throttle => vec![
             Effect::DaemonReload,
-            Effect::DisableTimer { unit: crate::host::throttle::TIMER.into() },
+            Effect::DisableTimer {
+                unit: crate::host::throttle::TIMER.into(),
+            },
         ],
     }
 }

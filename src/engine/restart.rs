@@ -25,7 +25,10 @@ pub struct NotReady(pub String);
 /// Waits until the k3s API answers /readyz, the unit crash-loops, or the deadline passes.
 pub async fn wait_ready<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Result<(), NotReady> {
     let deadline = Instant::now() + timeout;
-    let start = ops.unit_status(unit).await.map_err(|e| NotReady(e.to_string()))?;
+    let start = ops
+        .unit_status(unit)
+        .await
+        .map_err(|e| NotReady(e.to_string()))?;
     loop {
         let last = match ops.k3s_ready().await {
             Ok(()) => return Ok(()),
@@ -33,7 +36,10 @@ pub async fn wait_ready<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Resul
         };
         if let Ok(s) = ops.unit_status(unit).await {
             if s.active_state == "failed" {
-                return Err(NotReady(format!("{unit} failed ({}); last API answer: {last}", s.sub_state)));
+                return Err(NotReady(format!(
+                    "{unit} failed ({}); last API answer: {last}",
+                    s.sub_state
+                )));
             }
             if s.n_restarts >= start.n_restarts + CRASH_LOOP_RESTARTS {
                 return Err(NotReady(format!(
@@ -43,7 +49,10 @@ pub async fn wait_ready<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Resul
             }
         }
         if Instant::now() >= deadline {
-            return Err(NotReady(format!("/readyz did not answer ok within {} s: {last}", timeout.as_secs())));
+            return Err(NotReady(format!(
+                "/readyz did not answer ok within {} s: {last}",
+                timeout.as_secs()
+            )));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -51,7 +60,10 @@ pub async fn wait_ready<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Resul
 
 /// Restarts the unit and waits for readiness.
 async fn restart_and_wait<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Result<(), NotReady> {
-    let result = ops.restart_unit(unit, JOB_TIMEOUT).await.map_err(|e| NotReady(format!("restart failed: {e:#}")))?;
+    let result = ops
+        .restart_unit(unit, JOB_TIMEOUT)
+        .await
+        .map_err(|e| NotReady(format!("restart failed: {e:#}")))?;
     info!(unit, job_result = %result, "restarted k3s; waiting for /readyz");
     // A failed start job is not final: k3s runs with Restart=always, and the
     // readiness wait notices a crash loop quickly.
@@ -137,8 +149,15 @@ async fn rollback<O: Ops>(
 /// Finishes or rolls back a change an interrupted run left behind. Without
 /// ops (no systemd to talk to) only a change that never reached k3s can be
 /// undone.
-pub async fn recover<O: Ops>(ops: Option<&O>, root: &Sysroot, cfg: &Config, state: &mut State) -> Result<Option<String>> {
-    let Some(journal) = Journal::load(root, cfg)? else { return Ok(None) };
+pub async fn recover<O: Ops>(
+    ops: Option<&O>,
+    root: &Sysroot,
+    cfg: &Config,
+    state: &mut State,
+) -> Result<Option<String>> {
+    let Some(journal) = Journal::load(root, cfg)? else {
+        return Ok(None);
+    };
     match (journal.phase, ops) {
         (Phase::Writing, _) => {
             // k3s never saw these files: put the old ones back; the normal
@@ -152,7 +171,9 @@ pub async fn recover<O: Ops>(ops: Option<&O>, root: &Sysroot, cfg: &Config, stat
             }
             state.save(root, cfg)?;
             journal.finish(root, cfg)?;
-            Ok(Some("an interrupted audit change was undone before k3s saw it; it is redone now".into()))
+            Ok(Some(
+                "an interrupted audit change was undone before k3s saw it; it is redone now".into(),
+            ))
         }
         (_, None) => bail!(
             "an interrupted k3s restart ({}) must be finished; run `sightline apply` without --no-restart (and with systemd reachable)",
@@ -161,19 +182,26 @@ pub async fn recover<O: Ops>(ops: Option<&O>, root: &Sysroot, cfg: &Config, stat
         (Phase::Restarting, Some(ops)) => {
             let unit = journal.unit.clone();
             let status = ops.unit_status(&unit).await?;
-            let started_after = status.exec_main_start_us >= journal.written_at_us && journal.written_at_us > 0;
+            let started_after =
+                status.exec_main_start_us >= journal.written_at_us && journal.written_at_us > 0;
             if started_after && status.active_state == "active" && ops.k3s_ready().await.is_ok() {
                 state.k3s.loaded_digest = journal.new_digest.clone();
                 state.save(root, cfg)?;
                 journal.finish(root, cfg)?;
-                return Ok(Some(format!("an interrupted k3s restart had succeeded; {unit} runs the new audit configuration")));
+                return Ok(Some(format!(
+                    "an interrupted k3s restart had succeeded; {unit} runs the new audit configuration"
+                )));
             }
             restart_with_rollback(ops, root, cfg, state, journal).await?;
-            Ok(Some(format!("finished an interrupted k3s restart; {unit} is ready")))
+            Ok(Some(format!(
+                "finished an interrupted k3s restart; {unit} is ready"
+            )))
         }
         (Phase::RollingBack, Some(ops)) => {
             let why = "an earlier run was interrupted while rolling back".to_string();
-            rollback(ops, root, cfg, state, journal, why).await.map(|_| None)
+            rollback(ops, root, cfg, state, journal, why)
+                .await
+                .map(|_| None)
         }
     }
 }
@@ -182,17 +210,32 @@ pub async fn recover<O: Ops>(ops: Option<&O>, root: &Sysroot, cfg: &Config, stat
 /// writes: if k3s has started since the files were written, it already runs
 /// them and no restart is needed.
 pub async fn already_loaded<O: Ops>(ops: &O, cfg: &Config, state: &State) -> bool {
-    let Some(written) = state.k3s.written_at_us else { return false };
+    let Some(written) = state.k3s.written_at_us else {
+        return false;
+    };
     match ops.unit_status(&cfg.k3s.unit).await {
-        Ok(s) => s.active_state == "active" && s.exec_main_start_us > written && ops.k3s_ready().await.is_ok(),
+        Ok(s) => {
+            s.active_state == "active"
+                && s.exec_main_start_us > written
+                && ops.k3s_ready().await.is_ok()
+        }
         Err(_) => false,
     }
 }
 
 /// The paths of the audit files (desired or managed), for the journal.
 pub fn audit_paths(cfg: &Config, state: &State) -> Vec<String> {
-    let mut v: Vec<String> = vec![cfg.paths.audit_policy.clone(), cfg.paths.k3s_audit_dropin.clone()];
-    v.extend(state.files.iter().filter(|(_, f)| f.component == Component::Audit).map(|(p, _)| p.clone()));
+    let mut v: Vec<String> = vec![
+        cfg.paths.audit_policy.clone(),
+        cfg.paths.k3s_audit_dropin.clone(),
+    ];
+    v.extend(
+        state
+            .files
+            .iter()
+            .filter(|(_, f)| f.component == Component::Audit)
+            .map(|(p, _)| p.clone()),
+    );
     v.sort();
     v.dedup();
     v

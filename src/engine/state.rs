@@ -87,9 +87,12 @@ pub struct StageRecord {
     pub sha256: String,
     /// Last known health.
     pub state: String,
-    /// HelmChart names in the stage (to wait for their deletion on prune).
+    /// HelmChart names in the stage.
     #[serde(default)]
     pub helmcharts: Vec<String>,
+    /// REST paths of the stage's objects, to wait for their deletion on prune.
+    #[serde(default)]
+    pub objects: Vec<String>,
 }
 
 /// The state file.
@@ -157,13 +160,19 @@ impl State {
         let path = Self::path(cfg);
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
-        write_atomic(&root.path(&path), text.as_bytes(), 0o600).with_context(|| format!("writing {path}"))
+        write_atomic(&root.path(&path), text.as_bytes(), 0o600)
+            .with_context(|| format!("writing {path}"))
     }
 
     /// Digest over the managed files of a component (path and content hash), or
     /// `None` when it has no files.
     pub fn component_digest(&self, component: Component) -> Option<String> {
-        digest_of(self.files.iter().filter(|(_, f)| f.component == component).map(|(p, f)| (p.as_str(), f.sha256.as_str())))
+        digest_of(
+            self.files
+                .iter()
+                .filter(|(_, f)| f.component == component)
+                .map(|(p, f)| (p.as_str(), f.sha256.as_str())),
+        )
     }
 }
 
@@ -176,12 +185,17 @@ impl State {
         let real = root.path(path);
         if let Some(f) = self.files.get(path) {
             return match (std::fs::read(&real), std::fs::metadata(&real)) {
-                (Ok(data), Ok(m)) => super::sha256_hex(&data) != f.sha256 || m.permissions().mode() & 0o7777 != f.mode,
+                (Ok(data), Ok(m)) => {
+                    super::sha256_hex(&data) != f.sha256
+                        || m.permissions().mode() & 0o7777 != f.mode
+                }
                 _ => true,
             };
         }
         if let Some(d) = self.dirs.get(path) {
-            return std::fs::metadata(&real).map(|m| m.permissions().mode() & 0o7777 != d.mode).unwrap_or(true);
+            return std::fs::metadata(&real)
+                .map(|m| m.permissions().mode() & 0o7777 != d.mode)
+                .unwrap_or(true);
         }
         false
     }

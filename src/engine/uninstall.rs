@@ -31,23 +31,41 @@ pub async fn uninstall<O: Ops>(
 ) -> Result<UninstallReport> {
     let c = &cfg.config;
     let mut state = State::load(root, c)?;
-    let opts = ConvergeOptions { no_restart, explicit: true, ..Default::default() };
-    let host = converge_to(root, cfg, facts, &mut state, ops, opts, &DesiredState::default()).await?;
+    let opts = ConvergeOptions {
+        no_restart,
+        explicit: true,
+        ..Default::default()
+    };
+    let host = converge_to(
+        root,
+        cfg,
+        facts,
+        &mut state,
+        ops,
+        opts,
+        &DesiredState::default(),
+    )
+    .await?;
     let mut kept = Vec::new();
     for (dir, d) in &state.dirs {
         let real = root.path(dir);
-        let empty = std::fs::read_dir(&real).map(|mut r| r.next().is_none()).unwrap_or(false);
+        let empty = std::fs::read_dir(&real)
+            .map(|mut r| r.next().is_none())
+            .unwrap_or(false);
         if d.created && empty {
             std::fs::remove_dir(&real).with_context(|| format!("removing {dir}"))?;
             info!(path = %dir, "removed directory");
         } else if real.exists() {
-            kept.push(format!("{dir} (holds data written by others, e.g. audit logs)"));
+            kept.push(format!(
+                "{dir} (holds data written by others, e.g. audit logs)"
+            ));
         }
     }
     if host.pending_after.is_empty() {
         let sd = root.path(&c.paths.state_dir);
         if sd.exists() {
-            std::fs::remove_dir_all(&sd).with_context(|| format!("removing {}", c.paths.state_dir))?;
+            std::fs::remove_dir_all(&sd)
+                .with_context(|| format!("removing {}", c.paths.state_dir))?;
             info!(path = %c.paths.state_dir, "removed sightline state");
         }
     } else {
@@ -55,7 +73,10 @@ pub async fn uninstall<O: Ops>(
         // later `sightline uninstall` can finish it.
         state.dirs.clear();
         state.save(root, c)?;
-        kept.push(format!("{} (follow-up effects still pending; run uninstall again with systemd reachable)", c.paths.state_dir));
+        kept.push(format!(
+            "{} (follow-up effects still pending; run uninstall again with systemd reachable)",
+            c.paths.state_dir
+        ));
     }
     Ok(UninstallReport { host, kept })
 }

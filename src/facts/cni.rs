@@ -37,7 +37,10 @@ pub(super) fn detect(root: &Sysroot) -> Cni {
     let mut names: Vec<String> = Vec::new();
     for dir in CNI_DIRS {
         if let Ok(rd) = std::fs::read_dir(root.path(dir)) {
-            names.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            names.extend(
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
     }
     names.retain(|n| n.ends_with(".conf") || n.ends_with(".conflist") || n.ends_with(".json"));

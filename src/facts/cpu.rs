@@ -19,7 +19,11 @@ pub struct Cpu {
 }
 
 pub(super) fn detect(root: &Sysroot) -> Cpu {
-    let info = root.read_to_string("/proc/cpuinfo").ok().flatten().unwrap_or_default();
+    let info = root
+        .read_to_string("/proc/cpuinfo")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let arch = super::read_trimmed(root, "/proc/sys/kernel/arch")
         .or_else(|| arch_from_cpuinfo(&info))
         .or_else(|| root.is_host().then(|| std::env::consts::ARCH.to_string()))
@@ -33,7 +37,11 @@ pub fn parse(info: &str, arch: String) -> Cpu {
         let (k, v) = l.split_once(':')?;
         (k.trim() == key).then(|| v.trim().to_string())
     };
-    let logical_cpus = info.lines().filter(|l| value(l, "processor").is_some()).count().max(1);
+    let logical_cpus = info
+        .lines()
+        .filter(|l| value(l, "processor").is_some())
+        .count()
+        .max(1);
     let model = info
         .lines()
         .find_map(|l| value(l, "model name").or_else(|| value(l, "Model")))
@@ -42,7 +50,12 @@ pub fn parse(info: &str, arch: String) -> Cpu {
         .lines()
         .filter_map(|l| value(l, "flags"))
         .any(|f| f.split_whitespace().any(|x| x == "hypervisor"));
-    Cpu { arch, logical_cpus, model, virtualized }
+    Cpu {
+        arch,
+        logical_cpus,
+        model,
+        virtualized,
+    }
 }
 
 fn arch_from_cpuinfo(info: &str) -> Option<String> {
@@ -53,7 +66,11 @@ fn arch_from_cpuinfo(info: &str) -> Option<String> {
         let (k, v) = l.split_once(':')?;
         (k.trim() == "CPU architecture").then(|| v.trim().to_string())
     })?;
-    Some(if arm_arch == "8" { "aarch64".into() } else { "armv7l".into() })
+    Some(if arm_arch == "8" {
+        "aarch64".into()
+    } else {
+        "armv7l".into()
+    })
 }
 
 #[cfg(test)]
@@ -73,7 +90,13 @@ mod tests {
 
     #[test]
     fn arm_arch_guess() {
-        assert_eq!(arch_from_cpuinfo("CPU architecture: 8\n").as_deref(), Some("aarch64"));
-        assert_eq!(arch_from_cpuinfo("CPU architecture: 7\n").as_deref(), Some("armv7l"));
+        assert_eq!(
+            arch_from_cpuinfo("CPU architecture: 8\n").as_deref(),
+            Some("aarch64")
+        );
+        assert_eq!(
+            arch_from_cpuinfo("CPU architecture: 7\n").as_deref(),
+            Some("armv7l")
+        );
     }
 }

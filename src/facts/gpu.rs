@@ -18,7 +18,10 @@ pub(super) fn detect(root: &Sysroot) -> Option<Gpu> {
         .map(|rd| rd.flatten().count())
         .unwrap_or(0);
     if listed > 0 || root.exists("/dev/nvidia0") {
-        Some(Gpu { vendor: "nvidia".into(), devices: listed.max(1) })
+        Some(Gpu {
+            vendor: "nvidia".into(),
+            devices: listed.max(1),
+        })
     } else {
         None
     }

@@ -5,7 +5,11 @@ use serde::Serialize;
 use crate::sysroot::Sysroot;
 
 /// Directories searched for k3s unit files, highest priority first.
-pub const UNIT_DIRS: [&str; 3] = ["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
+pub const UNIT_DIRS: [&str; 3] = [
+    "/etc/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
 
 /// What k3s does on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -54,11 +58,18 @@ pub(super) fn detect(root: &Sysroot) -> K3s {
             apiserver_args(&exec_start(&texts))
         })
         .unwrap_or_default();
-    K3s { role, unit_file, cli_apiserver_args }
+    K3s {
+        role,
+        unit_file,
+        cli_apiserver_args,
+    }
 }
 
 fn find_unit(root: &Sysroot, name: &str) -> Option<String> {
-    UNIT_DIRS.iter().map(|d| format!("{d}/{name}")).find(|p| root.path(p).is_file())
+    UNIT_DIRS
+        .iter()
+        .map(|d| format!("{d}/{name}"))
+        .find(|p| root.path(p).is_file())
 }
 
 fn dropins(root: &Sysroot, unit_file: &str) -> Vec<String> {
@@ -128,7 +139,10 @@ mod tests {
         let cmd = exec_start(&[unit.clone()]);
         assert_eq!(
             apiserver_args(&cmd),
-            vec!["enable-admission-plugins=NodeRestriction", "anonymous-auth=false"]
+            vec![
+                "enable-admission-plugins=NodeRestriction",
+                "anonymous-auth=false"
+            ]
         );
         let reset = "[Service]\nExecStart=\nExecStart=/usr/local/bin/k3s server\n".to_string();
         assert!(apiserver_args(&exec_start(&[unit, reset])).is_empty());

@@ -14,7 +14,11 @@ pub struct Memory {
 }
 
 pub(super) fn detect(root: &Sysroot) -> Memory {
-    root.read_to_string("/proc/meminfo").ok().flatten().map(|t| parse(&t)).unwrap_or_default()
+    root.read_to_string("/proc/meminfo")
+        .ok()
+        .flatten()
+        .map(|t| parse(&t))
+        .unwrap_or_default()
 }
 
 /// Parses meminfo text. Kernels before 3.14 lack MemAvailable; fall back to
@@ -31,7 +35,10 @@ pub fn parse(text: &str) -> Memory {
     let available = field("MemAvailable").unwrap_or_else(|| {
         field("MemFree").unwrap_or(0) + field("Buffers").unwrap_or(0) + field("Cached").unwrap_or(0)
     });
-    Memory { total_bytes: total, available_bytes: available }
+    Memory {
+        total_bytes: total,
+        available_bytes: available,
+    }
 }
 
 #[cfg(test)]
@@ -40,7 +47,9 @@ mod tests {
 
     #[test]
     fn parses_meminfo() {
-        let m = parse("MemTotal:        3884504 kB\nMemFree:          100 kB\nMemAvailable:    3207864 kB\n");
+        let m = parse(
+            "MemTotal:        3884504 kB\nMemFree:          100 kB\nMemAvailable:    3207864 kB\n",
+        );
         assert_eq!(m.total_bytes, 3_884_504 * 1024);
         assert_eq!(m.available_bytes, 3_207_864 * 1024);
     }

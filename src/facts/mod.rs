@@ -100,6 +100,8 @@ impl Facts {
 pub(crate) fn read_trimmed(root: &Sysroot, host_path: &str) -> Option<String> {
     let bytes = root.read(host_path).ok().flatten()?;
     let s = String::from_utf8_lossy(&bytes);
-    let t = s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_string();
+    let t = s
+        .trim_matches(|c: char| c == '\0' || c.is_whitespace())
+        .to_string();
     (!t.is_empty()).then_some(t)
 }

@@ -65,7 +65,12 @@ pub fn parse(text: &str, raspberry_pi_os_marker: bool) -> Os {
         _ if id_like.split_whitespace().any(|l| l == "ubuntu") => OsFamily::Ubuntu,
         _ => OsFamily::Other,
     };
-    Os { id, version_id: get("VERSION_ID"), pretty_name: get("PRETTY_NAME"), family }
+    Os {
+        id,
+        version_id: get("VERSION_ID"),
+        pretty_name: get("PRETTY_NAME"),
+        family,
+    }
 }
 
 fn unquote(v: &str) -> String {
@@ -84,13 +89,37 @@ mod tests {
 
     #[test]
     fn families() {
-        let o = parse("NAME=\"Ubuntu\"\nID=ubuntu\nVERSION_ID=\"24.04\"\nPRETTY_NAME=\"Ubuntu 24.04.1 LTS\"\n", false);
-        assert_eq!((o.family, o.version_id.as_deref()), (OsFamily::Ubuntu, Some("24.04")));
-        assert_eq!(parse("ID=raspbian\nVERSION_ID=\"12\"\n", false).family, OsFamily::RaspberryPiOs);
-        assert_eq!(parse("ID=debian\nVERSION_ID=\"12\"\n", true).family, OsFamily::RaspberryPiOs);
-        assert_eq!(parse("ID=debian\nVERSION_ID=\"12\"\n", false).family, OsFamily::Debian);
-        let f = parse("NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nVERSION_ID=4081.2.0\n", false);
-        assert_eq!((f.family, f.version_id.as_deref()), (OsFamily::Flatcar, Some("4081.2.0")));
-        assert_eq!(parse("ID=pop\nID_LIKE=\"ubuntu debian\"\n", false).family, OsFamily::Ubuntu);
+        let o = parse(
+            "NAME=\"Ubuntu\"\nID=ubuntu\nVERSION_ID=\"24.04\"\nPRETTY_NAME=\"Ubuntu 24.04.1 LTS\"\n",
+            false,
+        );
+        assert_eq!(
+            (o.family, o.version_id.as_deref()),
+            (OsFamily::Ubuntu, Some("24.04"))
+        );
+        assert_eq!(
+            parse("ID=raspbian\nVERSION_ID=\"12\"\n", false).family,
+            OsFamily::RaspberryPiOs
+        );
+        assert_eq!(
+            parse("ID=debian\nVERSION_ID=\"12\"\n", true).family,
+            OsFamily::RaspberryPiOs
+        );
+        assert_eq!(
+            parse("ID=debian\nVERSION_ID=\"12\"\n", false).family,
+            OsFamily::Debian
+        );
+        let f = parse(
+            "NAME=\"Flatcar Container Linux by Kinvolk\"\nID=flatcar\nVERSION_ID=4081.2.0\n",
+            false,
+        );
+        assert_eq!(
+            (f.family, f.version_id.as_deref()),
+            (OsFamily::Flatcar, Some("4081.2.0"))
+        );
+        assert_eq!(
+            parse("ID=pop\nID_LIKE=\"ubuntu debian\"\n", false).family,
+            OsFamily::Ubuntu
+        );
     }
 }

@@ -8,7 +8,8 @@ use crate::sysroot::Sysroot;
 pub const GET_THROTTLED: &str = "/sys/devices/platform/soc/soc:firmware/get_throttled";
 
 /// Directories searched for vcgencmd when `PATH` is not set.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/vc/bin";
+const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/vc/bin";
 
 /// Throttle source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -52,6 +53,7 @@ pub fn find_vcgencmd(root: &Sysroot) -> Option<String> {
         .map(|d| format!("{}/vcgencmd", d.trim_end_matches('/')))
         .find(|p| {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(root.path(p)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            std::fs::metadata(root.path(p))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
 }

@@ -26,16 +26,34 @@ pub(super) fn detect(root: &Sysroot) -> Option<Watchdog> {
     // systemd arms /dev/watchdog0 unless told otherwise; take the lowest index.
     let mut indices: Vec<u32> = rd
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("watchdog")?.parse().ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("watchdog")?
+                .parse()
+                .ok()
+        })
         .collect();
     indices.sort_unstable();
     let n = *indices.first()?;
     let base = format!("/sys/class/watchdog/watchdog{n}");
-    let read_u32 = |f: &str| super::read_trimmed(root, &format!("{base}/{f}"))?.parse::<u32>().ok();
+    let read_u32 = |f: &str| {
+        super::read_trimmed(root, &format!("{base}/{f}"))?
+            .parse::<u32>()
+            .ok()
+    };
     let identity = super::read_trimmed(root, &format!("{base}/identity"));
     let max_timeout_s = read_u32("max_timeout").or_else(|| {
         let id = identity.as_deref()?;
-        KNOWN_MAXIMA.iter().find(|(name, _)| *name == id).map(|(_, m)| *m)
+        KNOWN_MAXIMA
+            .iter()
+            .find(|(name, _)| *name == id)
+            .map(|(_, m)| *m)
     });
-    Some(Watchdog { device: format!("/dev/watchdog{n}"), identity, timeout_s: read_u32("timeout"), max_timeout_s })
+    Some(Watchdog {
+        device: format!("/dev/watchdog{n}"),
+        identity,
+        timeout_s: read_u32("timeout"),
+        max_timeout_s,
+    })
 }

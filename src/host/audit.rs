@@ -13,14 +13,22 @@ pub const BUILTIN_POLICY: &str = include_str!("../../files/audit-policy.yaml");
 /// in a later file replaces every earlier value.
 pub const APPEND_KEY: &str = "kube-apiserver-arg+";
 
-pub(super) fn contribute(root: &Sysroot, cfg: &Config, facts: &Facts, d: &mut DesiredState) -> Result<(), String> {
+pub(super) fn contribute(
+    root: &Sysroot,
+    cfg: &Config,
+    facts: &Facts,
+    d: &mut DesiredState,
+) -> Result<(), String> {
     if !cfg.audit.enabled {
-        d.skipped.push((Component::Audit, "disabled by audit.enabled = false".into()));
+        d.skipped
+            .push((Component::Audit, "disabled by audit.enabled = false".into()));
         return Ok(());
     }
     if facts.k3s.role != K3sRole::Server {
         let why = match facts.k3s.role {
-            K3sRole::Agent => "k3s agent node: the API server (and its audit log) runs on the servers",
+            K3sRole::Agent => {
+                "k3s agent node: the API server (and its audit log) runs on the servers"
+            }
             _ => "no k3s server on this machine",
         };
         d.skipped.push((Component::Audit, why.into()));
@@ -34,16 +42,27 @@ pub(super) fn contribute(root: &Sysroot, cfg: &Config, facts: &Facts, d: &mut De
         None => BUILTIN_POLICY.to_string(),
     };
     super::audit_policy::validate_policy(&policy).map_err(|e| {
-        let which = cfg.audit.policy_source.as_deref().unwrap_or("the built-in audit policy");
+        let which = cfg
+            .audit
+            .policy_source
+            .as_deref()
+            .unwrap_or("the built-in audit policy");
         format!("{which}: {e}; nothing was written")
     })?;
     let dropin = render_dropin(cfg);
-    validate_dropin(&dropin).map_err(|e| format!("generated k3s drop-in is invalid ({e}); nothing was written"))?;
+    validate_dropin(&dropin)
+        .map_err(|e| format!("generated k3s drop-in is invalid ({e}); nothing was written"))?;
 
-    let restart = Effect::RestartK3s { unit: cfg.k3s.unit.clone() };
+    let restart = Effect::RestartK3s {
+        unit: cfg.k3s.unit.clone(),
+    };
     // The apiserver exits with "ensureLogFile" when the directory is missing,
     // so it is created before anything that points k3s at it.
-    d.dirs.push(DesiredDir { path: cfg.audit_log_dir(), mode: 0o700, component: Component::Audit });
+    d.dirs.push(DesiredDir {
+        path: cfg.audit_log_dir(),
+        mode: 0o700,
+        component: Component::Audit,
+    });
     d.files.push(DesiredFile {
         path: cfg.paths.audit_policy.clone(),
         content: policy.into_bytes(),
@@ -59,7 +78,8 @@ pub(super) fn contribute(root: &Sysroot, cfg: &Config, facts: &Facts, d: &mut De
         component: Component::Audit,
         effects: vec![restart],
     });
-    d.warnings.extend(super::k3s_flags::conflicts(root, cfg, facts));
+    d.warnings
+        .extend(super::k3s_flags::conflicts(root, cfg, facts));
     if facts.k3s.unit_file.is_none() {
         d.warnings.push(format!(
             "no {} unit file found; sightline cannot restart k3s to load the audit settings",
@@ -100,7 +120,10 @@ pub fn validate_dropin(text: &str) -> Result<(), String> {
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
     let map = v.as_mapping().ok_or("not a YAML mapping")?;
     if map.len() != 1 {
-        return Err(format!("expected only {APPEND_KEY}, found {} keys", map.len()));
+        return Err(format!(
+            "expected only {APPEND_KEY}, found {} keys",
+            map.len()
+        ));
     }
     let list = map
         .get(APPEND_KEY)

@@ -7,7 +7,12 @@ use serde::Deserialize;
 /// Audit levels, least to most verbose.
 const LEVELS: [&str; 4] = ["None", "Metadata", "Request", "RequestResponse"];
 /// Stages that can be omitted.
-const STAGES: [&str; 4] = ["RequestReceived", "ResponseStarted", "ResponseComplete", "Panic"];
+const STAGES: [&str; 4] = [
+    "RequestReceived",
+    "ResponseStarted",
+    "ResponseComplete",
+    "Panic",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -67,10 +72,14 @@ pub struct PolicySummary {
 
 /// Checks that `text` is a valid audit.k8s.io/v1 Policy.
 pub fn validate_policy(text: &str) -> Result<PolicySummary, String> {
-    let p: Policy = serde_yaml_ng::from_str(text).map_err(|e| format!("not a valid audit policy: {e}"))?;
+    let p: Policy =
+        serde_yaml_ng::from_str(text).map_err(|e| format!("not a valid audit policy: {e}"))?;
     let _ = (&p.metadata, p.omit_managed_fields);
     if p.api_version != "audit.k8s.io/v1" {
-        return Err(format!("apiVersion is {:?}; k3s's apiserver wants \"audit.k8s.io/v1\"", p.api_version));
+        return Err(format!(
+            "apiVersion is {:?}; k3s's apiserver wants \"audit.k8s.io/v1\"",
+            p.api_version
+        ));
     }
     if p.kind != "Policy" {
         return Err(format!("kind is {:?}; expected \"Policy\"", p.kind));
@@ -86,15 +95,20 @@ pub fn validate_policy(text: &str) -> Result<PolicySummary, String> {
             return Err(at(format!("level {:?} is not one of {LEVELS:?}", r.level)));
         }
         check_stages(&r.omit_stages, "omitStages").map_err(at)?;
-        if !r.non_resource_urls.is_empty() && (!r.resources.is_empty() || !r.namespaces.is_empty()) {
-            return Err(at("rules cannot apply to both regular resources and non-resource URLs".into()));
+        if !r.non_resource_urls.is_empty() && (!r.resources.is_empty() || !r.namespaces.is_empty())
+        {
+            return Err(at(
+                "rules cannot apply to both regular resources and non-resource URLs".into(),
+            ));
         }
         for url in &r.non_resource_urls {
             if !url.starts_with('/') && url != "*" {
                 return Err(at(format!("non-resource URL {url:?} must start with '/'")));
             }
             if url.trim_end_matches('*').contains('*') {
-                return Err(at(format!("non-resource URL {url:?} may only have '*' at the end")));
+                return Err(at(format!(
+                    "non-resource URL {url:?} may only have '*' at the end"
+                )));
             }
         }
         for gr in &r.resources {
@@ -108,13 +122,20 @@ pub fn validate_policy(text: &str) -> Result<PolicySummary, String> {
                 if res.is_empty() {
                     return Err(at("empty resource name".into()));
                 }
-                if res.contains('*') && !(res == "*" || res.starts_with("*/") || res.ends_with("/*")) {
-                    return Err(at(format!("resource {res:?} uses '*' other than as a whole segment")));
+                if res.contains('*')
+                    && !(res == "*" || res.starts_with("*/") || res.ends_with("/*"))
+                {
+                    return Err(at(format!(
+                        "resource {res:?} uses '*' other than as a whole segment"
+                    )));
                 }
             }
         }
     }
-    Ok(PolicySummary { rules: p.rules.len(), levels: p.rules.iter().map(|r| r.level.clone()).collect() })
+    Ok(PolicySummary {
+        rules: p.rules.len(),
+        levels: p.rules.iter().map(|r| r.level.clone()).collect(),
+    })
 }
 
 fn check_stages(stages: &[String], what: &str) -> Result<(), String> {
@@ -139,13 +160,34 @@ mod tests {
     #[test]
     fn rejects_bad_policies() {
         let cases = [
-            ("apiVersion: audit.k8s.io/v1beta1\nkind: Policy\nrules: [{level: Metadata}]\n", "apiVersion"),
-            ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: []\n", "without rules"),
-            ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Everything}]\n", "level"),
-            ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None, nonResourceURLs: ['/a*b']}]\n", "'*'"),
-            ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None, nonResourceURLs: ['/x'], resources: [{resources: [pods]}]}]\n", "both"),
-            ("apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None, bogus: 1}]\n", "bogus"),
-            ("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [Sometimes]\nrules: [{level: None}]\n", "Sometimes"),
+            (
+                "apiVersion: audit.k8s.io/v1beta1\nkind: Policy\nrules: [{level: Metadata}]\n",
+                "apiVersion",
+            ),
+            (
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: []\n",
+                "without rules",
+            ),
+            (
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: Everything}]\n",
+                "level",
+            ),
+            (
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None, nonResourceURLs: ['/a*b']}]\n",
+                "'*'",
+            ),
+            (
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None, nonResourceURLs: ['/x'], resources: [{resources: [pods]}]}]\n",
+                "both",
+            ),
+            (
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None, bogus: 1}]\n",
+                "bogus",
+            ),
+            (
+                "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [Sometimes]\nrules: [{level: None}]\n",
+                "Sometimes",
+            ),
             ("{{{", "not a valid"),
         ];
         for (text, needle) in cases {

@@ -22,13 +22,25 @@ pub fn conflicts(root: &Sysroot, cfg: &Config, facts: &Facts) -> Vec<String> {
         ));
     }
     let ours = std::path::Path::new(&cfg.paths.k3s_audit_dropin);
-    let dir = ours.parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    let our_name = ours.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let config_yaml = std::path::Path::new(&dir).parent().map(|p| p.join("config.yaml"));
+    let dir = ours
+        .parent()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let our_name = ours
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let config_yaml = std::path::Path::new(&dir)
+        .parent()
+        .map(|p| p.join("config.yaml"));
     if let Some(cy) = config_yaml {
         let cy = cy.to_string_lossy().into_owned();
         if let Some(flags) = plain_flags(root, &cy) {
-            let audit_dupes: Vec<_> = flags.iter().filter(|f| f.starts_with("audit-")).cloned().collect();
+            let audit_dupes: Vec<_> = flags
+                .iter()
+                .filter(|f| f.starts_with("audit-"))
+                .cloned()
+                .collect();
             if audit_dupes.is_empty() {
                 out.push(format!(
                     "{cy} sets plain {PLAIN_KEY}; sightline's drop-in appends to it, but a --kube-apiserver-arg on the k3s command line would replace both"
@@ -67,7 +79,10 @@ fn plain_flags(root: &Sysroot, path: &str) -> Option<Vec<String>> {
     let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).ok()?;
     let val = v.as_mapping()?.get(PLAIN_KEY)?;
     Some(match val {
-        serde_yaml_ng::Value::Sequence(s) => s.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+        serde_yaml_ng::Value::Sequence(s) => s
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
         serde_yaml_ng::Value::String(s) => vec![s.clone()],
         _ => vec![],
     })

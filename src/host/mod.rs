@@ -18,7 +18,9 @@ use crate::facts::Facts;
 use crate::sysroot::Sysroot;
 
 /// Which part of sightline owns a path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Component {
     /// k3s API audit policy and flags.

@@ -10,11 +10,17 @@ use crate::sysroot::Sysroot;
 pub const TIMER: &str = "sightline-throttle.timer";
 
 /// Where package managers and sysexts put unit files.
-const UNIT_DIRS: [&str; 3] = ["/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system"];
+const UNIT_DIRS: [&str; 3] = [
+    "/etc/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
+];
 
 /// True when the timer unit file is installed under the root.
 pub fn timer_installed(root: &Sysroot) -> bool {
-    UNIT_DIRS.iter().any(|d| root.path(format!("{d}/{TIMER}")).is_file())
+    UNIT_DIRS
+        .iter()
+        .any(|d| root.path(format!("{d}/{TIMER}")).is_file())
 }
 
 /// The symlink `systemctl enable` creates for the timer.
@@ -24,7 +30,10 @@ pub fn wants_link() -> String {
 
 pub(super) fn contribute(root: &Sysroot, cfg: &Config, facts: &Facts, d: &mut DesiredState) {
     if !cfg.throttle.enabled {
-        d.skipped.push((Component::Throttle, "disabled by throttle.enabled = false".into()));
+        d.skipped.push((
+            Component::Throttle,
+            "disabled by throttle.enabled = false".into(),
+        ));
         return;
     }
     if facts.throttle_source == ThrottleSource::None {
@@ -40,7 +49,11 @@ pub(super) fn contribute(root: &Sysroot, cfg: &Config, facts: &Facts, d: &mut De
         .parent()
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|| "/".into());
-    d.dirs.push(DesiredDir { path: out_dir.clone(), mode: 0o755, component: Component::Throttle });
+    d.dirs.push(DesiredDir {
+        path: out_dir.clone(),
+        mode: 0o755,
+        component: Component::Throttle,
+    });
     let mut svc = managed_header("#");
     svc.push_str(&format!("[Service]\nReadWritePaths={out_dir}\n"));
     d.files.push(DesiredFile {
@@ -54,7 +67,10 @@ pub(super) fn contribute(root: &Sysroot, cfg: &Config, facts: &Facts, d: &mut De
     s.push_str("[Timer]\n");
     // An empty assignment clears the packaged interval before setting ours.
     s.push_str("OnUnitActiveSec=\n");
-    s.push_str(&format!("OnUnitActiveSec={}s\n", cfg.throttle.interval_seconds));
+    s.push_str(&format!(
+        "OnUnitActiveSec={}s\n",
+        cfg.throttle.interval_seconds
+    ));
     let installed = timer_installed(root);
     let mut effects = vec![Effect::DaemonReload];
     if installed {
@@ -69,7 +85,8 @@ pub(super) fn contribute(root: &Sysroot, cfg: &Config, facts: &Facts, d: &mut De
         effects,
     });
     if installed {
-        d.requirements.push(Requirement::TimerEnabled { unit: TIMER.into() });
+        d.requirements
+            .push(Requirement::TimerEnabled { unit: TIMER.into() });
     } else {
         d.warnings.push(format!(
             "{TIMER} is not installed (install the sightline package); until then run `sightline collect-throttle` by hand"

@@ -36,11 +36,17 @@ pub fn plan(cfg: &Config, wd: &Watchdog) -> WatchdogPlan {
 
 pub(super) fn contribute(cfg: &Config, facts: &Facts, d: &mut DesiredState) {
     if !cfg.watchdog.enabled {
-        d.skipped.push((Component::Watchdog, "disabled by watchdog.enabled = false".into()));
+        d.skipped.push((
+            Component::Watchdog,
+            "disabled by watchdog.enabled = false".into(),
+        ));
         return;
     }
     let Some(wd) = &facts.watchdog else {
-        d.skipped.push((Component::Watchdog, "no hardware watchdog under /sys/class/watchdog".into()));
+        d.skipped.push((
+            Component::Watchdog,
+            "no hardware watchdog under /sys/class/watchdog".into(),
+        ));
         return;
     };
     let p = plan(cfg, wd);
@@ -49,7 +55,8 @@ pub(super) fn contribute(cfg: &Config, facts: &Facts, d: &mut DesiredState) {
         "# Device {} ({}), hardware maximum {}.\n",
         wd.device,
         wd.identity.as_deref().unwrap_or("unknown driver"),
-        wd.max_timeout_s.map_or("unknown".to_string(), |m| format!("{m} s"))
+        wd.max_timeout_s
+            .map_or("unknown".to_string(), |m| format!("{m} s"))
     ));
     if p.runtime_s < cfg.watchdog.timeout_seconds {
         s.push_str(&format!(
@@ -68,7 +75,9 @@ pub(super) fn contribute(cfg: &Config, facts: &Facts, d: &mut DesiredState) {
         content: s.into_bytes(),
         mode: 0o644,
         component: Component::Watchdog,
-        effects: vec![Effect::ApplyWatchdog { runtime_usec: u64::from(p.runtime_s) * 1_000_000 }],
+        effects: vec![Effect::ApplyWatchdog {
+            runtime_usec: u64::from(p.runtime_s) * 1_000_000,
+        }],
     });
 }
 

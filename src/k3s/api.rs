@@ -58,16 +58,25 @@ impl K3sApi {
             let p = format!("{dir}/{name}");
             root.read(&p)
                 .with_context(|| format!("reading {p}"))?
-                .with_context(|| format!("{p} does not exist: is this a k3s server, and has k3s started once?"))
+                .with_context(|| {
+                    format!("{p} does not exist: is this a k3s server, and has k3s started once?")
+                })
         };
-        Self::new(&cfg.k3s.api_url, &read("server-ca.crt")?, &read("client-admin.crt")?, &read("client-admin.key")?)
+        Self::new(
+            &cfg.k3s.api_url,
+            &read("server-ca.crt")?,
+            &read("client-admin.crt")?,
+            &read("client-admin.key")?,
+        )
     }
 
     /// Builds a client from PEM material.
     pub fn new(base: &str, ca_pem: &[u8], cert_pem: &[u8], key_pem: &[u8]) -> Result<K3sApi> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            roots.add(cert.context("parsing the server CA")?).context("adding the server CA")?;
+            roots
+                .add(cert.context("parsing the server CA")?)
+                .context("adding the server CA")?;
         }
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<_, _>>()
@@ -88,7 +97,10 @@ impl K3sApi {
             .no_proxy()
             .build()
             .context("building the HTTP client")?;
-        Ok(K3sApi { client, base: base.trim_end_matches('/').to_string() })
+        Ok(K3sApi {
+            client,
+            base: base.trim_end_matches('/').to_string(),
+        })
     }
 
     /// The API base URL.
@@ -99,16 +111,28 @@ impl K3sApi {
     /// GET a path and return the body text.
     pub async fn get_text(&self, path: &str) -> Result<String, ApiError> {
         let url = format!("{}{path}", self.base);
-        let resp = self.client.get(&url).send().await.map_err(|e| ApiError::Unreachable {
-            url: url.clone(),
-            detail: error_chain(&e),
-        })?;
+        let resp = self
+            .client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| ApiError::Unreachable {
+                url: url.clone(),
+                detail: error_chain(&e),
+            })?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| ApiError::Decode { url: url.clone(), detail: e.to_string() })?;
+        let body = resp.text().await.map_err(|e| ApiError::Decode {
+            url: url.clone(),
+            detail: e.to_string(),
+        })?;
         if !status.is_success() {
             let mut body = body;
             body.truncate(400);
-            return Err(ApiError::Status { url, status: status.as_u16(), body });
+            return Err(ApiError::Status {
+                url,
+                status: status.as_u16(),
+                body,
+            });
         }
         Ok(body)
     }
@@ -116,7 +140,10 @@ impl K3sApi {
     /// GET a path and decode JSON.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
         let text = self.get_text(path).await?;
-        serde_json::from_str(&text).map_err(|e| ApiError::Decode { url: format!("{}{path}", self.base), detail: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| ApiError::Decode {
+            url: format!("{}{path}", self.base),
+            detail: e.to_string(),
+        })
     }
 
     /// One /readyz probe: Ok when the apiserver answers 200 "ok".

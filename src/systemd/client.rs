@@ -30,13 +30,18 @@ impl SystemdClient {
                 .build()
                 .await
                 .with_context(|| format!("connecting to the D-Bus system bus at {a}"))?,
-            None => Connection::system().await.context("connecting to the D-Bus system bus")?,
+            None => Connection::system()
+                .await
+                .context("connecting to the D-Bus system bus")?,
         };
         Ok(SystemdClient { conn })
     }
 
     async fn manager(&self) -> Result<ManagerProxy<'static>> {
-        Ok(ManagerProxy::builder(&self.conn).cache_properties(CacheProperties::No).build().await?)
+        Ok(ManagerProxy::builder(&self.conn)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?)
     }
 
     /// `daemon-reload`.
@@ -46,30 +51,55 @@ impl SystemdClient {
 
     /// Starts a unit with an explicit job mode and waits for the job.
     pub async fn start_unit(&self, unit: &str, mode: &str, timeout: Duration) -> Result<JobResult> {
-        self.run_job(unit, "StartUnit", timeout, |m| async move { m.start_unit(unit, mode).await }).await
+        self.run_job(unit, "StartUnit", timeout, |m| async move {
+            m.start_unit(unit, mode).await
+        })
+        .await
     }
 
     /// Restarts a unit with an explicit job mode and waits for the job.
-    pub async fn restart_unit(&self, unit: &str, mode: &str, timeout: Duration) -> Result<JobResult> {
-        self.run_job(unit, "RestartUnit", timeout, |m| async move { m.restart_unit(unit, mode).await }).await
+    pub async fn restart_unit(
+        &self,
+        unit: &str,
+        mode: &str,
+        timeout: Duration,
+    ) -> Result<JobResult> {
+        self.run_job(unit, "RestartUnit", timeout, |m| async move {
+            m.restart_unit(unit, mode).await
+        })
+        .await
     }
 
     /// Stops a unit with an explicit job mode and waits for the job.
     pub async fn stop_unit(&self, unit: &str, mode: &str, timeout: Duration) -> Result<JobResult> {
-        self.run_job(unit, "StopUnit", timeout, |m| async move { m.stop_unit(unit, mode).await }).await
+        self.run_job(unit, "StopUnit", timeout, |m| async move {
+            m.stop_unit(unit, mode).await
+        })
+        .await
     }
 
     /// Subscribes to JobRemoved *before* queueing the job, so its completion
     /// cannot be missed, then waits for it.
-    async fn run_job<'a, F, Fut>(&self, unit: &str, what: &str, timeout: Duration, queue: F) -> Result<JobResult>
+    async fn run_job<'a, F, Fut>(
+        &self,
+        unit: &str,
+        what: &str,
+        timeout: Duration,
+        queue: F,
+    ) -> Result<JobResult>
     where
         F: FnOnce(ManagerProxy<'static>) -> Fut,
         Fut: std::future::Future<Output = zbus::Result<zbus::OwnedObjectPath>>,
     {
         let m = self.manager().await?;
         m.subscribe().await.context("Subscribe")?;
-        let mut removed = m.receive_job_removed().await.context("watching JobRemoved")?;
-        let job = queue(m.clone()).await.with_context(|| format!("{what} {unit}"))?;
+        let mut removed = m
+            .receive_job_removed()
+            .await
+            .context("watching JobRemoved")?;
+        let job = queue(m.clone())
+            .await
+            .with_context(|| format!("{what} {unit}"))?;
         let wait = async {
             while let Some(sig) = removed.next().await {
                 let args = sig.args().context("decoding JobRemoved")?;
@@ -77,18 +107,30 @@ impl SystemdClient {
                     return Ok(args.result().clone());
                 }
             }
-            Err(anyhow!("the D-Bus connection closed while waiting for the {what} job of {unit}"))
+            Err(anyhow!(
+                "the D-Bus connection closed while waiting for the {what} job of {unit}"
+            ))
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| anyhow!("the {what} job of {unit} did not finish within {} s", timeout.as_secs()))?
+        tokio::time::timeout(timeout, wait).await.map_err(|_| {
+            anyhow!(
+                "the {what} job of {unit} did not finish within {} s",
+                timeout.as_secs()
+            )
+        })?
     }
 
     /// Reads the properties sightline acts on.
     pub async fn unit_status(&self, unit: &str) -> Result<UnitStatus> {
         let m = self.manager().await?;
-        let path = m.load_unit(unit).await.with_context(|| format!("LoadUnit {unit}"))?;
-        let u = UnitProxy::builder(&self.conn).path(path.clone()).cache_properties(CacheProperties::No).build().await?;
+        let path = m
+            .load_unit(unit)
+            .await
+            .with_context(|| format!("LoadUnit {unit}"))?;
+        let u = UnitProxy::builder(&self.conn)
+            .path(path.clone())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
         let load_state = u.load_state().await?;
         let mut status = UnitStatus {
             active_state: u.active_state().await?,
@@ -98,7 +140,11 @@ impl SystemdClient {
             ..UnitStatus::default()
         };
         if unit.ends_with(".service") && status.load_state == "loaded" {
-            let s = ServiceProxy::builder(&self.conn).path(path).cache_properties(CacheProperties::No).build().await?;
+            let s = ServiceProxy::builder(&self.conn)
+                .path(path)
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await?;
             status.n_restarts = s.n_restarts().await?;
             status.exec_main_start_us = s.exec_main_start_timestamp().await?;
         }
@@ -107,21 +153,33 @@ impl SystemdClient {
 
     /// `systemctl enable UNIT`.
     pub async fn enable(&self, unit: &str) -> Result<()> {
-        self.manager().await?.enable_unit_files(&[unit], false, true).await.with_context(|| format!("EnableUnitFiles {unit}"))?;
+        self.manager()
+            .await?
+            .enable_unit_files(&[unit], false, true)
+            .await
+            .with_context(|| format!("EnableUnitFiles {unit}"))?;
         Ok(())
     }
 
     /// `systemctl disable UNIT`.
     pub async fn disable(&self, unit: &str) -> Result<()> {
-        self.manager().await?.disable_unit_files(&[unit], false).await.with_context(|| format!("DisableUnitFiles {unit}"))?;
+        self.manager()
+            .await?
+            .disable_unit_files(&[unit], false)
+            .await
+            .with_context(|| format!("DisableUnitFiles {unit}"))?;
         Ok(())
     }
 
     /// Sets the manager's RuntimeWatchdogUSec and returns what it reads back.
     pub async fn set_runtime_watchdog(&self, usec: u64) -> Result<u64> {
         let m = self.manager().await?;
-        m.set_runtime_watchdog_usec(usec).await.context("setting RuntimeWatchdogUSec")?;
-        m.runtime_watchdog_usec().await.context("reading RuntimeWatchdogUSec")
+        m.set_runtime_watchdog_usec(usec)
+            .await
+            .context("setting RuntimeWatchdogUSec")?;
+        m.runtime_watchdog_usec()
+            .await
+            .context("reading RuntimeWatchdogUSec")
     }
 
     /// Reads the manager's RuntimeWatchdogUSec.

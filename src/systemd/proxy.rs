@@ -1,7 +1,7 @@
 //! The small slice of systemd's D-Bus API that sightline uses.
 
-use zbus::proxy;
 use zbus::OwnedObjectPath;
+use zbus::proxy;
 
 /// org.freedesktop.systemd1.Manager
 #[proxy(
@@ -30,10 +30,20 @@ pub trait Manager {
         force: bool,
     ) -> zbus::Result<(bool, Vec<(String, String, String)>)>;
     /// `systemctl disable`.
-    fn disable_unit_files(&self, files: &[&str], runtime: bool) -> zbus::Result<Vec<(String, String, String)>>;
+    fn disable_unit_files(
+        &self,
+        files: &[&str],
+        runtime: bool,
+    ) -> zbus::Result<Vec<(String, String, String)>>;
     /// A job finished.
     #[zbus(signal)]
-    fn job_removed(&self, id: u32, job: OwnedObjectPath, unit: String, result: String) -> zbus::Result<()>;
+    fn job_removed(
+        &self,
+        id: u32,
+        job: OwnedObjectPath,
+        unit: String,
+        result: String,
+    ) -> zbus::Result<()>;
     /// The runtime hardware watchdog timeout, µs (writable).
     #[zbus(property, name = "RuntimeWatchdogUSec")]
     fn runtime_watchdog_usec(&self) -> zbus::Result<u64>;
@@ -43,7 +53,10 @@ pub trait Manager {
 }
 
 /// org.freedesktop.systemd1.Unit
-#[proxy(interface = "org.freedesktop.systemd1.Unit", default_service = "org.freedesktop.systemd1")]
+#[proxy(
+    interface = "org.freedesktop.systemd1.Unit",
+    default_service = "org.freedesktop.systemd1"
+)]
 pub trait Unit {
     /// `loaded`, `not-found`, `masked`...
     #[zbus(property)]
@@ -60,7 +73,10 @@ pub trait Unit {
 }
 
 /// org.freedesktop.systemd1.Service
-#[proxy(interface = "org.freedesktop.systemd1.Service", default_service = "org.freedesktop.systemd1")]
+#[proxy(
+    interface = "org.freedesktop.systemd1.Service",
+    default_service = "org.freedesktop.systemd1"
+)]
 pub trait Service {
     /// Automatic restarts since the last job-initiated start.
     #[zbus(property, name = "NRestarts")]

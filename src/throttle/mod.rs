@@ -31,10 +31,26 @@ pub struct Condition {
 
 /// The four conditions, in bit order.
 pub const CONDITIONS: [Condition; 4] = [
-    Condition { stem: "under_voltage", help: "Under-voltage detected", bit: 0 },
-    Condition { stem: "freq_capped", help: "ARM frequency capped", bit: 1 },
-    Condition { stem: "throttled", help: "CPU throttled", bit: 2 },
-    Condition { stem: "soft_temp_limit", help: "Soft temperature limit active", bit: 3 },
+    Condition {
+        stem: "under_voltage",
+        help: "Under-voltage detected",
+        bit: 0,
+    },
+    Condition {
+        stem: "freq_capped",
+        help: "ARM frequency capped",
+        bit: 1,
+    },
+    Condition {
+        stem: "throttled",
+        help: "CPU throttled",
+        bit: 2,
+    },
+    Condition {
+        stem: "soft_temp_limit",
+        help: "Soft temperature limit active",
+        bit: 3,
+    },
 ];
 
 /// A decoded throttle word.
@@ -49,8 +65,12 @@ impl Throttled {
     pub fn parse(s: &str) -> Result<Throttled> {
         let t = s.trim().trim_end_matches('\0').trim();
         let t = t.strip_prefix("throttled=").unwrap_or(t);
-        let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
-        let raw = u32::from_str_radix(t, 16).with_context(|| format!("throttle word {s:?} is not hex"))?;
+        let t = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .unwrap_or(t);
+        let raw = u32::from_str_radix(t, 16)
+            .with_context(|| format!("throttle word {s:?} is not hex"))?;
         Ok(Throttled { raw })
     }
 
@@ -82,10 +102,18 @@ pub fn render(s: &Sample) -> String {
     for c in &CONDITIONS {
         for (suffix, when, value) in [
             ("now", "now", s.throttled.now(c)),
-            ("occurred", "has occurred since boot", s.throttled.occurred(c)),
+            (
+                "occurred",
+                "has occurred since boot",
+                s.throttled.occurred(c),
+            ),
         ] {
             let name = format!("rpi_{}_{suffix}", c.stem);
-            let _ = writeln!(out, "# HELP {name} {} {when} (1) or not (0), from the firmware throttle word.", c.help);
+            let _ = writeln!(
+                out,
+                "# HELP {name} {} {when} (1) or not (0), from the firmware throttle word.",
+                c.help
+            );
             let _ = writeln!(out, "# TYPE {name} gauge");
             let _ = writeln!(out, "{name} {}", u8::from(value));
         }
@@ -96,7 +124,9 @@ pub fn render(s: &Sample) -> String {
         let _ = writeln!(out, "rpi_soc_temp_celsius {t}");
     }
     if let Some(v) = s.core_volts {
-        out.push_str("# HELP rpi_core_volts SoC core voltage in volts, from vcgencmd measure_volts core.\n");
+        out.push_str(
+            "# HELP rpi_core_volts SoC core voltage in volts, from vcgencmd measure_volts core.\n",
+        );
         out.push_str("# TYPE rpi_core_volts gauge\n");
         let _ = writeln!(out, "rpi_core_volts {v}");
     }
@@ -112,7 +142,10 @@ pub fn collect(root: &Sysroot, source: &ThrottleSource) -> Result<Sample> {
                 .context("get_throttled disappeared")?;
             (Throttled::parse(&text)?, crate::facts::find_vcgencmd(root))
         }
-        ThrottleSource::Vcgencmd(path) => (Throttled::parse(&run(root, path, &["get_throttled"])?)?, Some(path.clone())),
+        ThrottleSource::Vcgencmd(path) => (
+            Throttled::parse(&run(root, path, &["get_throttled"])?)?,
+            Some(path.clone()),
+        ),
         ThrottleSource::None => bail!(
             "no throttle source: neither {} nor vcgencmd exists (this is not a Raspberry Pi)",
             crate::facts::throttle_sysfs()
@@ -124,13 +157,23 @@ pub fn collect(root: &Sysroot, source: &ThrottleSource) -> Result<Sample> {
         .flatten()
         .and_then(|t| t.trim().parse::<f64>().ok())
         .map(|milli| milli / 1000.0);
-    let core_volts = vcgencmd.and_then(|p| run(root, &p, &["measure_volts", "core"]).ok()).and_then(|o| parse_volts(&o));
-    Ok(Sample { throttled, soc_temp_celsius, core_volts })
+    let core_volts = vcgencmd
+        .and_then(|p| run(root, &p, &["measure_volts", "core"]).ok())
+        .and_then(|o| parse_volts(&o));
+    Ok(Sample {
+        throttled,
+        soc_temp_celsius,
+        core_volts,
+    })
 }
 
 /// Parses `volt=0.8563V`.
 pub fn parse_volts(s: &str) -> Option<f64> {
-    s.trim().strip_prefix("volt=")?.trim_end_matches('V').parse().ok()
+    s.trim()
+        .strip_prefix("volt=")?
+        .trim_end_matches('V')
+        .parse()
+        .ok()
 }
 
 fn run(root: &Sysroot, host_path: &str, args: &[&str]) -> Result<String> {

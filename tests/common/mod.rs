@@ -22,7 +22,11 @@ pub fn fixture(name: &str) -> tempfile::TempDir {
     copy_tree(&repo().join("tests/fixtures/roots").join(name), d.path());
     let units = d.path().join("usr/lib/systemd/system");
     std::fs::create_dir_all(&units).unwrap();
-    for u in ["sightline.service", "sightline-throttle.service", "sightline-throttle.timer"] {
+    for u in [
+        "sightline.service",
+        "sightline-throttle.service",
+        "sightline-throttle.timer",
+    ] {
         std::fs::copy(repo().join("units").join(u), units.join(u)).unwrap();
     }
     d
@@ -52,7 +56,10 @@ pub fn sightline(root: &Path, args: &[&str]) -> Output {
         .arg(root)
         .args(args)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("SIGHTLINE_LOG", "info")
         .output()
         .expect("running sightline")
@@ -93,19 +100,30 @@ fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (Vec<u8>, u32)>) {
             out.insert(rel.join(""), (Vec::new(), m.permissions().mode() & 0o7777));
             walk(base, &p, out);
         } else {
-            out.insert(rel, (std::fs::read(&p).unwrap_or_default(), m.permissions().mode() & 0o7777));
+            out.insert(
+                rel,
+                (
+                    std::fs::read(&p).unwrap_or_default(),
+                    m.permissions().mode() & 0o7777,
+                ),
+            );
         }
     }
 }
 
 /// Mode bits of a host path under a root.
 pub fn mode(root: &Path, host: &str) -> u32 {
-    std::fs::metadata(root.join(host.trim_start_matches('/'))).unwrap().permissions().mode() & 0o7777
+    std::fs::metadata(root.join(host.trim_start_matches('/')))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777
 }
 
 /// Content of a host path under a root.
 pub fn read(root: &Path, host: &str) -> String {
-    std::fs::read_to_string(root.join(host.trim_start_matches('/'))).unwrap_or_else(|e| panic!("{host}: {e}"))
+    std::fs::read_to_string(root.join(host.trim_start_matches('/')))
+        .unwrap_or_else(|e| panic!("{host}: {e}"))
 }
 
 /// Writes a host file under a root.
@@ -119,12 +137,20 @@ pub fn write(root: &Path, host: &str, content: &str) {
 /// test fails, unless SIGHTLINE_ALLOW_MISSING_TOOLS=1 (then it says so loudly
 /// and the caller skips the external check only).
 pub fn tool(name: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().is_ok_and(|o| o.status.success());
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found {
         if std::env::var("SIGHTLINE_ALLOW_MISSING_TOOLS").as_deref() == Ok("1") {
-            eprintln!("!!!!! {name} is not installed: SKIPPING its check (SIGHTLINE_ALLOW_MISSING_TOOLS=1) !!!!!");
+            eprintln!(
+                "!!!!! {name} is not installed: SKIPPING its check (SIGHTLINE_ALLOW_MISSING_TOOLS=1) !!!!!"
+            );
         } else {
-            panic!("{name} is not installed; run scripts/test-deps (or set SIGHTLINE_ALLOW_MISSING_TOOLS=1 to skip external checks)");
+            panic!(
+                "{name} is not installed; run scripts/test-deps (or set SIGHTLINE_ALLOW_MISSING_TOOLS=1 to skip external checks)"
+            );
         }
     }
     found

@@ -102,7 +102,8 @@ pub trait Rootfs {
                 .create(parent)
                 .unwrap_or_else(|e| panic!("creating {} for {path}: {e}", parent.display()));
         }
-        fs::write(&dest, content).unwrap_or_else(|e| panic!("writing {path} ({}): {e}", dest.display()));
+        fs::write(&dest, content)
+            .unwrap_or_else(|e| panic!("writing {path} ({}): {e}", dest.display()));
         fs::set_permissions(&dest, fs::Permissions::from_mode(mode))
             .unwrap_or_else(|e| panic!("chmod {mode:o} {path}: {e}"));
     }
@@ -154,7 +155,9 @@ impl Container {
     /// call [`Prepared::boot`]. `name_hint` goes into the machine name.
     pub fn prepare(name_hint: &str) -> Result<Prepared, Skip> {
         if !nix::unistd::geteuid().is_root() {
-            return Err(Skip("systemd-nspawn needs root; run the tests as root (e.g. sudo -E cargo test)".into()));
+            return Err(Skip(
+                "systemd-nspawn needs root; run the tests as root (e.g. sudo -E cargo test)".into(),
+            ));
         }
         let tarball = rootfs_tarball();
         let dir = tempfile::Builder::new()
@@ -205,7 +208,10 @@ impl Container {
 
     /// D-Bus address of the container's system bus, usable from the host.
     pub fn bus_address(&self) -> String {
-        format!("unix:path=/proc/{}/root/run/dbus/system_bus_socket", self.pid1)
+        format!(
+            "unix:path=/proc/{}/root/run/dbus/system_bus_socket",
+            self.pid1
+        )
     }
 
     /// A command that runs `argv` inside the container (all namespaces,
@@ -388,14 +394,19 @@ impl Prepared {
             let mut cmd = c.command(&["systemctl", "is-system-running", "--wait"]);
             let out = run_with_timeout(&mut cmd, remaining.max(Duration::from_secs(1)));
             last = match out {
-                Some(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-                    .trim()
-                    .to_string(),
+                Some(o) => format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+                .trim()
+                .to_string(),
                 None => "systemctl is-system-running --wait timed out".into(),
             };
             match last.lines().last().unwrap_or("") {
                 "running" | "degraded" if socket.exists() => return Ok(c),
-                "maintenance" | "stopping" | "offline" => {
+                // ("offline" only means systemd's private socket is not up yet.)
+                "maintenance" | "stopping" => {
                     let units = c.sh("systemctl --failed --no-pager; journalctl -b -p warning --no-pager | tail -30");
                     panic!(
                         "the container {} reached state {last:?} instead of running.\n{}\nnspawn output:\n{}",
@@ -406,7 +417,10 @@ impl Prepared {
                 }
                 _ => {}
             }
-            c.check_deadline(deadline, &format!("boot to finish (systemctl is-system-running: {last:?})"));
+            c.check_deadline(
+                deadline,
+                &format!("boot to finish (systemctl is-system-running: {last:?})"),
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -477,10 +491,22 @@ pub struct StandinPki {
 /// this also runs `systemctl daemon-reload` and starts it.
 pub fn install_standin_k3s(rootfs: &impl Rootfs) -> StandinPki {
     let standin = super::repo().join("tests/standin");
-    rootfs.install_file(standin.join("k3s-standin.py"), "/usr/local/bin/k3s-standin", 0o755);
-    rootfs.install_file(standin.join("k3s.service"), "/etc/systemd/system/k3s.service", 0o644);
+    rootfs.install_file(
+        standin.join("k3s-standin.py"),
+        "/usr/local/bin/k3s-standin",
+        0o755,
+    );
+    rootfs.install_file(
+        standin.join("k3s.service"),
+        "/etc/systemd/system/k3s.service",
+        0o644,
+    );
     let wants = rootfs.host_path("/etc/systemd/system/multi-user.target.wants");
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(&wants).unwrap();
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&wants)
+        .unwrap();
     let link = wants.join("k3s.service");
     let _ = fs::remove_file(&link);
     std::os::unix::fs::symlink("/etc/systemd/system/k3s.service", &link).unwrap();
@@ -521,8 +547,8 @@ struct Pki {
 
 fn make_pki() -> Pki {
     use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-        KeyUsagePurpose,
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
     };
     let ca = |cn: &str| {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -538,18 +564,28 @@ fn make_pki() -> Pki {
     let server_ca = ca("k3s-server-ca");
     let client_ca = ca("k3s-client-ca");
 
-    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    let mut p =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    p.distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     p.use_authority_key_identifier_extension = true;
     let serving_key = KeyPair::generate().unwrap();
     let serving = p.signed_by(&serving_key, &server_ca).unwrap();
 
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "system:admin");
-    p.distinguished_name.push(DnType::OrganizationName, "system:masters");
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    p.distinguished_name
+        .push(DnType::CommonName, "system:admin");
+    p.distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.use_authority_key_identifier_extension = true;
     let admin_key = KeyPair::generate().unwrap();
@@ -622,7 +658,10 @@ fn machine_name(hint: &str) -> String {
 fn systemd_child(nspawn: u32) -> Option<u32> {
     let children = fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).ok();
     let candidates: Vec<u32> = match children {
-        Some(s) => s.split_whitespace().filter_map(|p| p.parse().ok()).collect(),
+        Some(s) => s
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
         None => fs::read_dir("/proc")
             .ok()?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
@@ -631,7 +670,8 @@ fn systemd_child(nspawn: u32) -> Option<u32> {
     };
     candidates.into_iter().find(|&p| {
         fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "systemd")
-            && fs::read_link(format!("/proc/{p}/ns/pid")).ok() != fs::read_link("/proc/self/ns/pid").ok()
+            && fs::read_link(format!("/proc/{p}/ns/pid")).ok()
+                != fs::read_link("/proc/self/ns/pid").ok()
     })
 }
 
@@ -685,7 +725,10 @@ fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Option<Output> {
 /// Resolves the absolute container path `path` under `root`, following
 /// symlinks as the container would (absolute targets are re-rooted).
 fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
-    assert!(path.starts_with('/'), "container paths are absolute: {path:?}");
+    assert!(
+        path.starts_with('/'),
+        "container paths are absolute: {path:?}"
+    );
     let mut pending: VecDeque<PathBuf> = Path::new(path)
         .components()
         .map(|c| PathBuf::from(c.as_os_str()))
@@ -703,7 +746,11 @@ fn resolve_in_root(root: &Path, path: &str) -> PathBuf {
                 match fs::read_link(root.join(&cand)) {
                     Ok(target) => {
                         hops += 1;
-                        assert!(hops < 40, "too many symlinks resolving {path} in {}", root.display());
+                        assert!(
+                            hops < 40,
+                            "too many symlinks resolving {path} in {}",
+                            root.display()
+                        );
                         if target.is_absolute() {
                             out = PathBuf::new();
                         }

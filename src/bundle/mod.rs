@@ -1,0 +1,14 @@
+//! The in-cluster stack: a checksummed bundle of manifests and Helm values,
+//! an index of stages, and the rendering of each stage file.
+
+pub mod alertmanager;
+pub mod archive;
+pub mod generated;
+pub mod index;
+pub mod render;
+pub mod secrets;
+pub mod values;
+
+pub use archive::{Bundle, BundleSource};
+pub use index::{Index, Stage};
+pub use render::{RenderedStage, StageInputs, render_stages};

@@ -1,0 +1,99 @@
+//! Credentials that end up in Kubernetes Secrets: generated once from the
+//! OS RNG and kept under the state directory (mode 0600), or read from files
+//! the configuration names. They never appear in values files or logs.
+
+use anyhow::{Context, Result};
+use base64::Engine;
+
+use crate::atomic::{create_dir_all, write_atomic};
+use crate::config::Config;
+use crate::sysroot::Sysroot;
+
+/// The credentials a render needs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secrets {
+    /// Grafana's admin password.
+    pub grafana_admin_password: String,
+    /// The SMTP password, when configured.
+    pub smtp_password: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets { .. }")
+    }
+}
+
+/// Host path of the stored Grafana admin password.
+pub fn grafana_password_path(cfg: &Config) -> String {
+    format!("{}/secrets/grafana-admin-password", cfg.paths.state_dir)
+}
+
+/// Loads the stored credentials, generating the Grafana password on first
+/// use. With `persist` false (a read-only render) a missing password is
+/// generated for this run only, and the second value says so.
+pub fn load(root: &Sysroot, cfg: &Config, persist: bool) -> Result<(Secrets, bool)> {
+    let path = grafana_password_path(cfg);
+    let (password, ephemeral) = match root.read_to_string(&path)? {
+        Some(p) if !p.trim().is_empty() => (p.trim().to_string(), false),
+        _ => {
+            let p = generate_password()?;
+            if persist {
+                let real = root.path(&path);
+                create_dir_all(real.parent().expect("has a parent"), 0o700)?;
+                write_atomic(&real, format!("{p}\n").as_bytes(), 0o600)
+                    .with_context(|| format!("storing {path}"))?;
+                (p, false)
+            } else {
+                (p, true)
+            }
+        }
+    };
+    let smtp_password = match &cfg.alerting.smtp_auth_password_file {
+        Some(f) => Some(
+            root.read_to_string(f)?
+                .with_context(|| format!("alerting.smtp_auth_password_file {f} does not exist"))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok((
+        Secrets {
+            grafana_admin_password: password,
+            smtp_password,
+        },
+        ephemeral,
+    ))
+}
+
+/// 32 bytes from the OS RNG, base64url without padding (43 characters).
+pub fn generate_password() -> Result<String> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("reading the OS RNG: {e}"))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_long_and_distinct() {
+        let a = generate_password().unwrap();
+        let b = generate_password().unwrap();
+        assert_eq!(a.len(), 43);
+        assert_ne!(a, b);
+        assert!(
+            format!(
+                "{:?}",
+                Secrets {
+                    grafana_admin_password: a.clone(),
+                    smtp_password: None
+                }
+            )
+            .find(&a)
+            .is_none()
+        );
+    }
+}
