@@ -191,7 +191,7 @@ fn gpu_and_vm_detection() {
 fn pi4_apply_writes_every_file_with_content_and_mode() {
     let root = fixture("pi4");
     let r = root.path();
-    let out = ok(r, &["apply", "--no-restart"]);
+    let out = ok(r, &["apply", "--no-restart", "--host-only"]);
     // The log directory comes first: k3s needs it before the flags point at it.
     let first = out
         .lines()
@@ -261,7 +261,7 @@ fn pi4_apply_writes_every_file_with_content_and_mode() {
 fn ubuntu_gets_tetragon_facts_audit_watchdog_but_no_throttle() {
     let root = fixture("ubuntu-cilium");
     let r = root.path();
-    let out = ok(r, &["apply", "--no-restart"]);
+    let out = ok(r, &["apply", "--no-restart", "--host-only"]);
     assert!(read(r, WATCHDOG).contains("RuntimeWatchdogSec=30s\nRebootWatchdogSec=120s\n"));
     assert!(!r.join(TIMER_DROPIN.trim_start_matches('/')).exists());
     assert!(
@@ -277,23 +277,25 @@ fn agent_and_no_k3s_get_no_audit_files() {
         let root = fixture(name);
         let r = root.path();
         let before = snapshot(r);
-        let out = ok(r, &["apply", "--no-restart"]);
+        let out = ok(r, &["apply", "--no-restart", "--host-only"]);
         assert!(!r.join(POLICY.trim_start_matches('/')).exists(), "{name}");
         assert!(!r.join(DROPIN.trim_start_matches('/')).exists(), "{name}");
         assert!(!r.join("var/log/k3s").exists(), "{name}");
         let after = snapshot(r);
         let added: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
+        // State, the lock and status, and sightline's own metrics textfile.
         let allowed = |p: &std::path::Path| {
             p.starts_with("run")
                 || p.starts_with("var/lib/sightline")
+                || p.starts_with("var/lib/node_exporter")
                 || p == std::path::Path::new("var/lib/")
                 || p == std::path::Path::new("var/")
         };
         assert!(
             added.iter().all(|p| allowed(p)),
-            "{name}: only state and the lock may appear, got {added:?}"
+            "{name}: only state, status and metrics may appear, got {added:?}"
         );
-        let plan: Value = serde_json::from_str(&ok(r, &["plan", "--json"])).unwrap();
+        let plan: Value = serde_json::from_str(&ok(r, &["plan", "--json", "--host-only"])).unwrap();
         let skipped = plan["host"]["skipped"].to_string();
         let why = if name == "agent" {
             "agent node"
@@ -310,19 +312,22 @@ fn second_apply_changes_nothing_and_lists_no_effects() {
     for name in ["pi4", "ubuntu-cilium", "flatcar", "agent", "nok3s"] {
         let root = fixture(name);
         let r = root.path();
-        ok(r, &["apply", "--no-restart"]);
+        ok(r, &["apply", "--no-restart", "--host-only"]);
         let files_after_first = snapshot(r);
-        let out = ok(r, &["apply", "--no-restart"]);
+        let out = ok(r, &["apply", "--no-restart", "--host-only"]);
         assert!(out.contains("already converged"), "{name}: {out}");
         assert!(!out.contains("follow-up effects due"), "{name}: {out}");
-        let plan: Value = serde_json::from_str(&ok(r, &["plan", "--json"])).unwrap();
+        let plan: Value = serde_json::from_str(&ok(r, &["plan", "--json", "--host-only"])).unwrap();
         assert_eq!(plan["host"]["changes"], Value::Array(vec![]), "{name}");
         assert_eq!(plan["host"]["effects"], Value::Array(vec![]), "{name}");
-        // Only the state file may be rewritten (same content).
+        // Only state, status and sightline's own metrics may be rewritten.
+        let own = |k: &std::path::PathBuf| {
+            k.starts_with("var/lib/sightline") || k.starts_with("run/sightline") || k.ends_with("sightline.prom")
+        };
         let mut a = snapshot(r);
         let mut b = files_after_first.clone();
-        a.retain(|k, _| !k.starts_with("var/lib/sightline") && !k.starts_with("run/sightline"));
-        b.retain(|k, _| !k.starts_with("var/lib/sightline") && !k.starts_with("run/sightline"));
+        a.retain(|k, _| !own(k));
+        b.retain(|k, _| !own(k));
         assert_eq!(a, b, "{name}");
     }
 }
@@ -331,23 +336,23 @@ fn second_apply_changes_nothing_and_lists_no_effects() {
 fn skipped_restart_stays_pending_and_plan_exit_code_says_so() {
     let root = fixture("pi4");
     let r = root.path();
-    let before = sightline(r, &["plan", "--exit-code"]);
+    let before = sightline(r, &["plan", "--exit-code", "--host-only"]);
     assert_eq!(before.status.code(), Some(2));
-    ok(r, &["apply", "--no-restart"]);
-    let out = ok(r, &["apply", "--no-restart"]);
+    ok(r, &["apply", "--no-restart", "--host-only"]);
+    let out = ok(r, &["apply", "--no-restart", "--host-only"]);
     assert!(
         out.contains("pending from an earlier run") && out.contains("restart k3s.service"),
         "{out}"
     );
     assert_eq!(
-        sightline(r, &["plan", "--exit-code"]).status.code(),
+        sightline(r, &["plan", "--exit-code", "--host-only"]).status.code(),
         Some(2),
         "a pending restart is something to do"
     );
     let nok = fixture("nok3s");
-    ok(nok.path(), &["apply", "--no-restart"]);
+    ok(nok.path(), &["apply", "--no-restart", "--host-only"]);
     assert_eq!(
-        sightline(nok.path(), &["plan", "--exit-code"])
+        sightline(nok.path(), &["plan", "--exit-code", "--host-only"])
             .status
             .code(),
         Some(0)
@@ -378,7 +383,7 @@ fn plan_shows_unified_diffs_and_changes_nothing() {
 fn drift_is_repaired_and_counted_as_such() {
     let root = fixture("pi4");
     let r = root.path();
-    ok(r, &["apply", "--no-restart"]);
+    ok(r, &["apply", "--no-restart", "--host-only"]);
     write(
         r,
         POLICY,
@@ -386,7 +391,7 @@ fn drift_is_repaired_and_counted_as_such() {
     );
     let plan = ok(r, &["plan"]);
     assert!(plan.contains("repair") && plan.contains(POLICY), "{plan}");
-    ok(r, &["apply", "--no-restart"]);
+    ok(r, &["apply", "--no-restart", "--host-only"]);
     assert_eq!(
         read(r, POLICY),
         std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap()
@@ -405,7 +410,7 @@ fn uninstall_restores_a_preexisting_file_and_removes_the_rest() {
         std::os::unix::fs::PermissionsExt::from_mode(0o640),
     )
     .unwrap();
-    ok(r, &["apply", "--no-restart"]);
+    ok(r, &["apply", "--no-restart", "--host-only"]);
     assert_ne!(read(r, POLICY), original);
     let out = ok(r, &["uninstall", "--no-restart"]);
     assert!(out.contains("restore"), "{out}");
@@ -433,7 +438,7 @@ fn bad_config_names_file_line_column_and_writes_nothing() {
         "[watchdog]\nenabled = true\ntimeout_secs = 10\n",
     );
     let before = snapshot(r);
-    let out = sightline(r, &["apply", "--no-restart"]);
+    let out = sightline(r, &["apply", "--no-restart", "--host-only"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -460,7 +465,7 @@ fn bad_config_names_file_line_column_and_writes_nothing() {
         "[throttle]\ninterval_seconds = 1\n",
     );
     let err =
-        String::from_utf8_lossy(&sightline(r, &["apply", "--no-restart"]).stderr).into_owned();
+        String::from_utf8_lossy(&sightline(r, &["apply", "--no-restart", "--host-only"]).stderr).into_owned();
     assert!(
         err.contains("50-local.toml:2:1") && err.contains("between 5 and 3600"),
         "{err}"
@@ -482,7 +487,7 @@ fn bad_custom_policy_is_refused_before_anything_is_written() {
         "[audit]\npolicy_source = \"/etc/sightline/my-policy.yaml\"\n",
     );
     let before = snapshot(r);
-    let out = sightline(r, &["apply", "--no-restart"]);
+    let out = sightline(r, &["apply", "--no-restart", "--host-only"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

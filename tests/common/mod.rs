@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod kubefake;
+
 pub mod nspawn;
 
 use std::collections::BTreeMap;

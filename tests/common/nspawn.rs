@@ -19,7 +19,11 @@
 //!   reuse the cached tarball). Each container gets a fresh extracted copy
 //!   in a temp dir, so tests can change anything.
 //! * Commands run inside through `nsenter -t PID1 -a` with a clean
-//!   environment (PATH, HOME only; never the host's `SIGHTLINE_*`).
+//!   environment (PATH, HOME, LANG only; never the host's `SIGHTLINE_*`);
+//!   [`Container::command`] returns the `Command` to add env vars or stdin.
+//! * Files: the [`Rootfs`] trait (import it) gives `write_file`,
+//!   `install_file`, `read_file`, `remove_file` and `host_path` on both
+//!   [`Prepared`] and [`Container`], resolving symlinks inside the root.
 //! * Dropping the [`Container`] halts it (SIGTERM to nspawn, SIGKILL after
 //!   15 s) and deletes the temp root; no process outlives it.
 //! * [`Skip`] is returned only when containers cannot run on this machine
@@ -568,10 +572,7 @@ fn make_pki() -> Pki {
         CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
     p.distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
-    p.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     p.use_authority_key_identifier_extension = true;
     let serving_key = KeyPair::generate().unwrap();
@@ -582,10 +583,7 @@ fn make_pki() -> Pki {
         .push(DnType::CommonName, "system:admin");
     p.distinguished_name
         .push(DnType::OrganizationName, "system:masters");
-    p.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     p.use_authority_key_identifier_extension = true;
     let admin_key = KeyPair::generate().unwrap();
