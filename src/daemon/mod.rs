@@ -26,7 +26,20 @@ pub fn run(ctx: &Ctx) -> Result<u8> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(ctx))
+    // The cluster rollout runs as a local task beside the main loop, so a
+    // stage that takes minutes to become healthy never delays drift repair.
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, run_async(ctx))
+}
+
+type ClusterTask = tokio::task::JoinHandle<Result<crate::rollout::pass::ClusterOutcome>>;
+
+fn start_cluster_pass(ctx: &Ctx, cfg: &crate::config::LoadedConfig) -> ClusterTask {
+    let root = ctx.root.clone();
+    let cfg = cfg.clone();
+    tokio::task::spawn_local(async move {
+        crate::rollout::pass::run(&root, &cfg, crate::rollout::Progress::Log, false).await
+    })
 }
 
 async fn run_async(ctx: &Ctx) -> Result<u8> {
@@ -59,6 +72,7 @@ async fn run_async(ctx: &Ctx) -> Result<u8> {
         notify::watchdog();
     }
     wd_tick.tick().await;
+    let mut cluster: Option<ClusterTask> = Some(start_cluster_pass(ctx, &cfg));
 
     loop {
         let reason: &str = tokio::select! {
@@ -85,7 +99,27 @@ async fn run_async(ctx: &Ctx) -> Result<u8> {
                 }
                 "configuration reloaded"
             }
-            _ = recheck.tick() => "periodic re-check",
+            done = async { cluster.as_mut().expect("guarded").await }, if cluster.is_some() => {
+                cluster = None;
+                match done {
+                    Ok(Ok(outcome)) => {
+                        info!(cluster = %outcome.line(), "cluster pass finished");
+                        cycle::publish_cluster(ctx, &cfg, &outcome);
+                    }
+                    Ok(Err(e)) => {
+                        error!(error = %format!("{e:#}"), "cluster pass failed");
+                        cycle::record_error(ctx, &cfg, &format!("cluster: {e:#}"));
+                    }
+                    Err(e) => error!(error = %e, "cluster task panicked"),
+                }
+                continue;
+            }
+            _ = recheck.tick() => {
+                if cluster.is_none() {
+                    cluster = Some(start_cluster_pass(ctx, &cfg));
+                }
+                "periodic re-check"
+            }
             changed = watcher.next_relevant() => {
                 let first = changed?;
                 // Editors and tools often write several times in a row.
@@ -123,6 +157,10 @@ async fn run_async(ctx: &Ctx) -> Result<u8> {
         notify::status(&cycle::status_line(&outcome));
     }
     notify::stopping();
+    if let Some(task) = cluster.take() {
+        // A stage file already written stays; the next start continues.
+        task.abort();
+    }
     info!("stopping");
     Ok(0)
 }

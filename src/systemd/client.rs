@@ -19,6 +19,7 @@ pub type JobResult = String;
 #[derive(Debug, Clone)]
 pub struct SystemdClient {
     conn: Connection,
+    subscribed: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SystemdClient {
@@ -34,7 +35,7 @@ impl SystemdClient {
                 .await
                 .context("connecting to the D-Bus system bus")?,
         };
-        Ok(SystemdClient { conn })
+        Ok(SystemdClient { conn, subscribed: Default::default() })
     }
 
     async fn manager(&self) -> Result<ManagerProxy<'static>> {
@@ -92,7 +93,17 @@ impl SystemdClient {
         Fut: std::future::Future<Output = zbus::Result<zbus::OwnedObjectPath>>,
     {
         let m = self.manager().await?;
-        m.subscribe().await.context("Subscribe")?;
+        // systemd refuses a second Subscribe on the same connection.
+        if !self.subscribed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            match m.subscribe().await {
+                Ok(()) => {}
+                Err(zbus::Error::MethodError(name, _, _)) if name.as_str().ends_with("AlreadySubscribed") => {}
+                Err(e) => {
+                    self.subscribed.store(false, std::sync::atomic::Ordering::SeqCst);
+                    return Err(e).context("Subscribe");
+                }
+            }
+        }
         let mut removed = m
             .receive_job_removed()
             .await

@@ -23,6 +23,9 @@ It behaves like k3s only at the interface sightline touches:
   error, so "the last ok line" is the configuration k3s is running.
 * READY_DELAY_SECONDS (from /etc/default/k3s-standin via the unit's
   EnvironmentFile=) delays serving and READY=1, to test slow starts.
+* REJECT_POLICY_CONTAINING (same file) makes it refuse a policy containing
+  that text, to test a change the apiserver rejects although sightline's
+  own validation accepts it.
 
 Python 3 stdlib + PyYAML only.
 """
@@ -179,6 +182,11 @@ def load_audit(args):
             msg = " ".join(str(e).split())
             raise Fatal(f"apiserver exited: loading audit policy file: {policy_file}: not valid YAML: {msg}") from e
         validate_policy(policy, policy_file)
+        marker = os.environ.get("REJECT_POLICY_CONTAINING")
+        if marker and marker.encode() in raw:
+            # Emulates an apiserver that refuses a policy sightline's own
+            # validation accepts (a newer field, a version mismatch).
+            raise Fatal(f"apiserver exited: loading audit policy file: {policy_file}: rejected by this apiserver (test marker {marker!r})")
         digest = hashlib.sha256(raw).hexdigest()
     log_path = flag(args, "audit-log-path")
     if log_path and log_path != "-":
