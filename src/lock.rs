@@ -32,7 +32,7 @@ impl Lock {
                 Ok(mut flock) => {
                     flock.set_len(0)?;
                     flock.rewind()?;
-                    let _ = write!(&mut *flock, "{}\n", std::process::id());
+                    let _ = writeln!(&mut *flock, "{}", std::process::id());
                     return Ok(Lock { _flock: flock });
                 }
                 Err((f, nix::errno::Errno::EWOULDBLOCK)) => {

@@ -768,3 +768,45 @@ fn a_tampered_bundle_is_refused_and_its_files_never_used() {
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
+
+#[test]
+fn user_values_overlay_merges_last_and_bad_ones_are_refused() {
+    let root = fixture("ubuntu-cilium");
+    write(
+        root.path(),
+        "/etc/sightline/values.d/kube-prometheus-stack.yaml",
+        "kubeEtcd:\n  enabled: true\n",
+    );
+    let out = tempfile::tempdir().unwrap();
+    ok(
+        root.path(),
+        &["render", "--out", out.path().to_str().unwrap()],
+    );
+    let kps = docs(&out.path().join("sightline-40-kube-prometheus-stack.yaml"));
+    let hc = kps
+        .iter()
+        .find(|d| d["kind"].as_str() == Some("HelmChart"))
+        .unwrap();
+    let values: Value =
+        serde_yaml_ng::from_str(hc["spec"]["valuesContent"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        values["kubeEtcd"]["enabled"],
+        Value::Bool(true),
+        "the user's value wins"
+    );
+    assert!(
+        values["grafana"]["admin"]["existingSecret"].is_string(),
+        "the bundle's values stay"
+    );
+    write(
+        root.path(),
+        "/etc/sightline/values.d/kube-prometheus-stack.yaml",
+        "- not\n- a mapping\n",
+    );
+    let bad = sightline(
+        root.path(),
+        &["render", "--out", out.path().to_str().unwrap()],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("must be a YAML mapping"));
+}

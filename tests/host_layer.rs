@@ -322,7 +322,9 @@ fn second_apply_changes_nothing_and_lists_no_effects() {
         assert_eq!(plan["host"]["effects"], Value::Array(vec![]), "{name}");
         // Only state, status and sightline's own metrics may be rewritten.
         let own = |k: &std::path::PathBuf| {
-            k.starts_with("var/lib/sightline") || k.starts_with("run/sightline") || k.ends_with("sightline.prom")
+            k.starts_with("var/lib/sightline")
+                || k.starts_with("run/sightline")
+                || k.ends_with("sightline.prom")
         };
         let mut a = snapshot(r);
         let mut b = files_after_first.clone();
@@ -345,7 +347,9 @@ fn skipped_restart_stays_pending_and_plan_exit_code_says_so() {
         "{out}"
     );
     assert_eq!(
-        sightline(r, &["plan", "--exit-code", "--host-only"]).status.code(),
+        sightline(r, &["plan", "--exit-code", "--host-only"])
+            .status
+            .code(),
         Some(2),
         "a pending restart is something to do"
     );
@@ -465,7 +469,8 @@ fn bad_config_names_file_line_column_and_writes_nothing() {
         "[throttle]\ninterval_seconds = 1\n",
     );
     let err =
-        String::from_utf8_lossy(&sightline(r, &["apply", "--no-restart", "--host-only"]).stderr).into_owned();
+        String::from_utf8_lossy(&sightline(r, &["apply", "--no-restart", "--host-only"]).stderr)
+            .into_owned();
     assert!(
         err.contains("50-local.toml:2:1") && err.contains("between 5 and 3600"),
         "{err}"

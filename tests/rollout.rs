@@ -27,7 +27,10 @@ fn setup(fixture_name: &str, extra: &str) -> (tempfile::TempDir, KubeFake) {
 
 fn stage_files(root: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(root.join(MANIFESTS))
-        .map(|rd| rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -35,7 +38,14 @@ fn stage_files(root: &Path) -> Vec<String> {
 
 fn apply(root: &Path) -> (Option<i32>, String) {
     let out = sightline(root, &["apply", "--no-restart"]);
-    (out.status.code(), format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.code(),
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 #[test]
@@ -44,49 +54,101 @@ fn every_stage_is_written_in_order_and_becomes_healthy() {
     let (code, log) = apply(root.path());
     assert_eq!(code, Some(0), "{log}");
     let files = stage_files(root.path());
-    assert!(files.contains(&"sightline-10-namespaces.yaml".to_string()), "{files:?}");
-    assert!(files.contains(&"sightline-95-uptime-kuma.yaml".to_string()), "{files:?}");
-    assert!(!files.iter().any(|f| f.starts_with('.')), "no temp files left: {files:?}");
+    assert!(
+        files.contains(&"sightline-10-namespaces.yaml".to_string()),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&"sightline-95-uptime-kuma.yaml".to_string()),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|f| f.starts_with('.')),
+        "no temp files left: {files:?}"
+    );
     assert!(log.contains("all ") && log.contains("healthy"), "{log}");
     // The stage holding Secrets is 0600.
-    assert_eq!(mode(root.path(), &format!("/{MANIFESTS}/sightline-15-secrets.yaml")), 0o600);
+    assert_eq!(
+        mode(
+            root.path(),
+            &format!("/{MANIFESTS}/sightline-15-secrets.yaml")
+        ),
+        0o600
+    );
     // Each Addon was checked before the next stage's file existed: the fake
     // logs every request, so the first check of stage N+1's Addon comes
     // after the last check of stage N's.
     let reqs = fake.with(|s| s.requests.clone());
-    let first = |name: &str| reqs.iter().position(|r| r.ends_with(&format!("/addons/{name}"))).unwrap_or(usize::MAX);
-    let order: Vec<usize> = files.iter().map(|f| first(f.trim_end_matches(".yaml"))).collect();
-    assert!(order.windows(2).all(|w| w[0] < w[1]), "stages checked out of order: {order:?}");
+    let first = |name: &str| {
+        reqs.iter()
+            .position(|r| r.ends_with(&format!("/addons/{name}")))
+            .unwrap_or(usize::MAX)
+    };
+    let order: Vec<usize> = files
+        .iter()
+        .map(|f| first(f.trim_end_matches(".yaml")))
+        .collect();
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "stages checked out of order: {order:?}"
+    );
     // A second apply writes nothing and only checks.
     let before = snapshot(&root.path().join(MANIFESTS));
     let (code, log) = apply(root.path());
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(snapshot(&root.path().join(MANIFESTS)), before);
     let status = ok(root.path(), &["status"]);
-    assert!(status.contains("uptime-kuma") && status.contains("healthy"), "{status}");
-    let prom = read(root.path(), "/var/lib/node_exporter/textfile_collector/sightline.prom");
-    assert!(prom.contains("sightline_stage_healthy{stage=\"loki\"} 1"), "{prom}");
+    assert!(
+        status.contains("uptime-kuma") && status.contains("healthy"),
+        "{status}"
+    );
+    let prom = read(
+        root.path(),
+        "/var/lib/node_exporter/textfile_collector/sightline.prom",
+    );
+    assert!(
+        prom.contains("sightline_stage_healthy{stage=\"loki\"} 1"),
+        "{prom}"
+    );
 }
 
 #[test]
 fn a_stage_k3s_refuses_is_reported_and_nothing_after_it_is_written() {
     let (root, fake) = setup("pi4", "");
     fake.with(|s| {
-        s.reject.insert("sightline-20-loki".into(), "error parsing sightline-20-loki.yaml: unknown field \"spec.valuesContnt\"".into())
+        s.reject.insert(
+            "sightline-20-loki".into(),
+            "error parsing sightline-20-loki.yaml: unknown field \"spec.valuesContnt\"".into(),
+        )
     });
     let (code, log) = apply(root.path());
     assert_eq!(code, Some(1), "{log}");
-    assert!(log.contains("stage loki failed") && log.contains("ApplyManifestFailed") && log.contains("valuesContnt"), "{log}");
+    assert!(
+        log.contains("stage loki failed")
+            && log.contains("ApplyManifestFailed")
+            && log.contains("valuesContnt"),
+        "{log}"
+    );
     let files = stage_files(root.path());
     assert!(files.contains(&"sightline-20-loki.yaml".to_string()));
-    assert!(files.iter().all(|f| f.as_str() <= "sightline-20-loki.yaml"), "later stages written: {files:?}");
+    assert!(
+        files.iter().all(|f| f.as_str() <= "sightline-20-loki.yaml"),
+        "later stages written: {files:?}"
+    );
     let status = ok_or_err(root.path(), &["status"]);
-    assert!(status.contains("failed") && status.contains("loki"), "{status}");
+    assert!(
+        status.contains("failed") && status.contains("loki"),
+        "{status}"
+    );
 }
 
 fn ok_or_err(root: &Path, args: &[&str]) -> String {
     let out = sightline(root, args);
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 #[test]
@@ -95,19 +157,41 @@ fn a_failed_install_job_is_reported_with_its_reason() {
     fake.with(|s| s.failing_jobs.insert("fluent-bit".into()));
     let (code, log) = apply(root.path());
     assert_eq!(code, Some(1), "{log}");
-    assert!(log.contains("stage fluent-bit failed") && log.contains("BackoffLimitExceeded") && log.contains("terminated Error"), "{log}");
-    assert!(!stage_files(root.path()).iter().any(|f| f.starts_with("sightline-40")), "metrics stage must wait");
+    assert!(
+        log.contains("stage fluent-bit failed")
+            && log.contains("BackoffLimitExceeded")
+            && log.contains("terminated Error"),
+        "{log}"
+    );
+    assert!(
+        !stage_files(root.path())
+            .iter()
+            .any(|f| f.starts_with("sightline-40")),
+        "metrics stage must wait"
+    );
 }
 
 #[test]
 fn a_stage_that_never_gets_ready_times_out_and_blocks_the_next() {
     let (root, fake) = setup("pi4", "");
-    fake.with(|s| s.unready.insert("statefulset/logging/loki".into(), "ImagePullBackOff".into()));
+    fake.with(|s| {
+        s.unready
+            .insert("statefulset/logging/loki".into(), "ImagePullBackOff".into())
+    });
     let (code, log) = apply(root.path());
     assert_eq!(code, Some(1), "{log}");
-    assert!(log.contains("timed out") && log.contains("ImagePullBackOff") && log.contains("statefulset/logging/loki"), "{log}");
+    assert!(
+        log.contains("timed out")
+            && log.contains("ImagePullBackOff")
+            && log.contains("statefulset/logging/loki"),
+        "{log}"
+    );
     let files = stage_files(root.path());
-    assert_eq!(files.last().map(String::as_str), Some("sightline-20-loki.yaml"), "nothing after loki: {files:?}");
+    assert_eq!(
+        files.last().map(String::as_str),
+        Some("sightline-20-loki.yaml"),
+        "nothing after loki: {files:?}"
+    );
     // Once the pod recovers, the next apply continues where it stopped.
     fake.with(|s| s.unready.clear());
     let (code, log) = apply(root.path());
@@ -120,27 +204,62 @@ fn a_tier_switch_prunes_the_stages_that_no_longer_apply() {
     let (root, fake) = setup("pi4", "tier = \"full\"");
     let (code, log) = apply(root.path());
     assert_eq!(code, Some(0), "{log}");
-    assert!(stage_files(root.path()).contains(&"sightline-40-kube-prometheus-stack.yaml".to_string()));
-    let cfg = read(root.path(), "/etc/sightline/config.toml").replace("tier = \"full\"", "tier = \"light\"");
+    assert!(
+        stage_files(root.path()).contains(&"sightline-40-kube-prometheus-stack.yaml".to_string())
+    );
+    let cfg = read(root.path(), "/etc/sightline/config.toml")
+        .replace("tier = \"full\"", "tier = \"light\"");
     write(root.path(), "/etc/sightline/config.toml", &cfg);
     let plan = ok(root.path(), &["plan"]);
-    assert!(plan.contains("prune     sightline-40-kube-prometheus-stack.yaml"), "{plan}");
+    assert!(
+        plan.contains("prune     sightline-40-kube-prometheus-stack.yaml"),
+        "{plan}"
+    );
     let (code, log) = apply(root.path());
     assert_eq!(code, Some(0), "{log}");
     let files = stage_files(root.path());
-    for gone in ["sightline-30-alloy.yaml", "sightline-40-kube-prometheus-stack.yaml", "sightline-70-kubescape.yaml", "sightline-12-netpol-full.yaml"] {
-        assert!(!files.contains(&gone.to_string()), "{gone} still there: {files:?}");
-        assert!(log.contains(&format!("{} ", gone.trim_start_matches("sightline-").trim_end_matches(".yaml").split_once('-').unwrap().1)) , "{log}");
+    for gone in [
+        "sightline-30-alloy.yaml",
+        "sightline-40-kube-prometheus-stack.yaml",
+        "sightline-70-kubescape.yaml",
+        "sightline-12-netpol-full.yaml",
+    ] {
+        assert!(
+            !files.contains(&gone.to_string()),
+            "{gone} still there: {files:?}"
+        );
+        assert!(
+            log.contains(&format!(
+                "{} ",
+                gone.trim_start_matches("sightline-")
+                    .trim_end_matches(".yaml")
+                    .split_once('-')
+                    .unwrap()
+                    .1
+            )),
+            "{log}"
+        );
     }
-    for new in ["sightline-30-fluent-bit.yaml", "sightline-40-victoria-metrics.yaml", "sightline-18-prometheus-crds.yaml"] {
+    for new in [
+        "sightline-30-fluent-bit.yaml",
+        "sightline-40-victoria-metrics.yaml",
+        "sightline-18-prometheus-crds.yaml",
+    ] {
         assert!(files.contains(&new.to_string()), "{new} missing: {files:?}");
     }
     assert!(log.contains("pruned"), "{log}");
     // The HelmChart was waited for until its deletion finished.
     let reqs = fake.with(|s| s.requests.clone());
-    let kps_reads = reqs.iter().filter(|r| r.ends_with("/helmcharts/kube-prometheus-stack")).count();
-    assert!(kps_reads >= 3, "prune polled the HelmChart until it was gone ({kps_reads} reads)");
-    let state: serde_json::Value = serde_json::from_str(&read(root.path(), "/var/lib/sightline/state.json")).unwrap();
+    let kps_reads = reqs
+        .iter()
+        .filter(|r| r.ends_with("/helmcharts/kube-prometheus-stack"))
+        .count();
+    assert!(
+        kps_reads >= 3,
+        "prune polled the HelmChart until it was gone ({kps_reads} reads)"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&read(root.path(), "/var/lib/sightline/state.json")).unwrap();
     assert!(state["stages"].get("kube-prometheus-stack").is_none());
 }
 
@@ -150,8 +269,14 @@ fn an_unreachable_api_leaves_the_cluster_pending_with_exit_3() {
     fake.with(|s| s.down = true);
     let (code, log) = apply(root.path());
     assert_eq!(code, Some(3), "{log}");
-    assert!(log.contains("pending") && log.contains("host layer is done"), "{log}");
-    assert!(stage_files(root.path()).is_empty(), "nothing written while k3s is down");
+    assert!(
+        log.contains("pending") && log.contains("host layer is done"),
+        "{log}"
+    );
+    assert!(
+        stage_files(root.path()).is_empty(),
+        "nothing written while k3s is down"
+    );
     // --no-restart skips only the restart, not the rollout.
     fake.with(|s| s.down = false);
     let (code, log) = apply(root.path());
@@ -163,7 +288,10 @@ fn without_k3s_or_on_an_agent_the_cluster_is_skipped_and_says_why() {
     for (name, why) in [("nok3s", "k3s is not installed"), ("agent", "agent node")] {
         let root = fixture(name);
         let out = ok(root.path(), &["apply", "--no-restart"]);
-        assert!(out.contains("cluster") && out.contains("skipped") && out.contains(why), "{name}: {out}");
+        assert!(
+            out.contains("cluster") && out.contains("skipped") && out.contains(why),
+            "{name}: {out}"
+        );
         assert!(!root.path().join(MANIFESTS).exists(), "{name}");
     }
 }
@@ -181,20 +309,41 @@ fn host_only_leaves_the_cluster_alone() {
 fn the_api_requires_the_client_certificate() {
     let root = fixture("pi4");
     let fake = KubeFake::start(root.path());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let tls = root.path().join("var/lib/rancher/k3s/server/tls");
     let ca = std::fs::read(tls.join("server-ca.crt")).unwrap();
-    let good = sightline::k3s::K3sApi::new(&fake.url, &ca, &std::fs::read(tls.join("client-admin.crt")).unwrap(), &std::fs::read(tls.join("client-admin.key")).unwrap()).unwrap();
+    let good = sightline::k3s::K3sApi::new(
+        &fake.url,
+        &ca,
+        &std::fs::read(tls.join("client-admin.crt")).unwrap(),
+        &std::fs::read(tls.join("client-admin.key")).unwrap(),
+    )
+    .unwrap();
     rt.block_on(async { good.readyz().await.unwrap() });
     // A certificate from another CA is refused during the handshake.
     let other = tempfile::tempdir().unwrap();
     common::kubefake::pki(other.path());
     let otls = other.path().join("var/lib/rancher/k3s/server/tls");
-    let bad = sightline::k3s::K3sApi::new(&fake.url, &ca, &std::fs::read(otls.join("client-admin.crt")).unwrap(), &std::fs::read(otls.join("client-admin.key")).unwrap()).unwrap();
+    let bad = sightline::k3s::K3sApi::new(
+        &fake.url,
+        &ca,
+        &std::fs::read(otls.join("client-admin.crt")).unwrap(),
+        &std::fs::read(otls.join("client-admin.key")).unwrap(),
+    )
+    .unwrap();
     let err = rt.block_on(async { bad.readyz().await.unwrap_err() });
     assert!(err.contains("does not answer"), "{err}");
     // And a server not signed by k3s's CA is not trusted.
     let wrong_ca = std::fs::read(otls.join("server-ca.crt")).unwrap();
-    let untrusting = sightline::k3s::K3sApi::new(&fake.url, &wrong_ca, &std::fs::read(tls.join("client-admin.crt")).unwrap(), &std::fs::read(tls.join("client-admin.key")).unwrap()).unwrap();
+    let untrusting = sightline::k3s::K3sApi::new(
+        &fake.url,
+        &wrong_ca,
+        &std::fs::read(tls.join("client-admin.crt")).unwrap(),
+        &std::fs::read(tls.join("client-admin.key")).unwrap(),
+    )
+    .unwrap();
     assert!(rt.block_on(async { untrusting.readyz().await.is_err() }));
 }

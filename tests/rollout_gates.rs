@@ -4,7 +4,9 @@ use serde_json::{Value, json};
 use sightline::rollout::gates::{self, Gate};
 
 fn fixture(name: &str) -> Value {
-    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kube").join(name);
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/kube")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
@@ -13,7 +15,9 @@ fn items(name: &str) -> Vec<Value> {
 }
 
 fn named<'a>(list: &'a [Value], name: &str) -> &'a Value {
-    list.iter().find(|i| i["metadata"]["name"] == name).unwrap_or_else(|| panic!("no {name}"))
+    list.iter()
+        .find(|i| i["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {name}"))
 }
 
 #[test]
@@ -21,9 +25,17 @@ fn addon_checksum_gate() {
     let addons = items("addons.json");
     let loki = named(&addons, "sightline-20-loki");
     let sum = loki["spec"]["checksum"].as_str().unwrap();
-    assert_eq!(gates::addon(Some(loki), &[], sum, "2026-08-20T09:00:00Z"), Gate::Ok);
-    assert!(matches!(gates::addon(Some(loki), &[], "other", "2026-08-20T09:00:00Z"), Gate::Pending(_)));
-    assert!(matches!(gates::addon(None, &[], "other", ""), Gate::Pending(m) if m.contains("no Addon")));
+    assert_eq!(
+        gates::addon(Some(loki), &[], sum, "2026-08-20T09:00:00Z"),
+        Gate::Ok
+    );
+    assert!(matches!(
+        gates::addon(Some(loki), &[], "other", "2026-08-20T09:00:00Z"),
+        Gate::Pending(_)
+    ));
+    assert!(
+        matches!(gates::addon(None, &[], "other", ""), Gate::Pending(m) if m.contains("no Addon"))
+    );
 }
 
 #[test]
@@ -31,17 +43,27 @@ fn addon_failure_event_explains_and_stale_events_do_not() {
     let addons = items("addons.json");
     let loki = named(&addons, "sightline-20-loki");
     let events = items("events-addon-failed.json");
-    let failure = events.iter().find(|e| e["type"] == "Warning").expect("fixture has a warning event").clone();
+    let failure = events
+        .iter()
+        .find(|e| e["type"] == "Warning")
+        .expect("fixture has a warning event")
+        .clone();
     let t = gates::event_time(&failure).to_string();
     match gates::addon(Some(loki), &events, "new-sha", &t) {
         Gate::Failed(m) => {
             assert!(m.contains(failure["reason"].as_str().unwrap()), "{m}");
-            assert!(m.contains(&failure["message"].as_str().unwrap()[..20]), "{m}");
+            assert!(
+                m.contains(&failure["message"].as_str().unwrap()[..20]),
+                "{m}"
+            );
         }
         other => panic!("{other:?}"),
     }
     // Written after the failure: that event is about an older file.
-    assert!(matches!(gates::addon(Some(loki), &events, "new-sha", "2999-01-01T00:00:00Z"), Gate::Pending(_)));
+    assert!(matches!(
+        gates::addon(Some(loki), &events, "new-sha", "2999-01-01T00:00:00Z"),
+        Gate::Pending(_)
+    ));
 }
 
 #[test]
@@ -53,24 +75,42 @@ fn install_job_gate_on_complete_failed_and_replaced_jobs() {
     // The fixture job belongs to this HelmChart.
     let mut done = done.clone();
     done["metadata"]["ownerReferences"] = json!([{"uid": hc["metadata"]["uid"]}]);
-    assert_eq!(gates::install_job(Some(hc), Some(&done), &[], None), Gate::Ok);
+    assert_eq!(
+        gates::install_job(Some(hc), Some(&done), &[], None),
+        Gate::Ok
+    );
     // The same job object is the pre-change one: not enough.
     let uid = done["metadata"]["uid"].as_str().unwrap().to_string();
-    assert!(matches!(gates::install_job(Some(hc), Some(&done), &[], Some(&uid)), Gate::Pending(m) if m.contains("replace")));
+    assert!(
+        matches!(gates::install_job(Some(hc), Some(&done), &[], Some(&uid)), Gate::Pending(m) if m.contains("replace"))
+    );
     let mut failed = named(&jobs, "helm-install-falco").clone();
     failed["metadata"]["ownerReferences"] = json!([{"uid": hc["metadata"]["uid"]}]);
-    let pods = vec![json!({"metadata": {"name": "helm-install-falco-x"}, "status": {"containerStatuses": [
-        {"name": "helm", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}})];
+    let pods = vec![
+        json!({"metadata": {"name": "helm-install-falco-x"}, "status": {"containerStatuses": [
+        {"name": "helm", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]}}),
+    ];
     match gates::install_job(Some(hc), Some(&failed), &pods, None) {
-        Gate::Failed(m) => assert!(m.contains("BackoffLimitExceeded") && m.contains("terminated Error (exit 1)"), "{m}"),
+        Gate::Failed(m) => assert!(
+            m.contains("BackoffLimitExceeded") && m.contains("terminated Error (exit 1)"),
+            "{m}"
+        ),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(gates::install_job(Some(hc), None, &[], None), Gate::Pending(_)));
-    assert!(matches!(gates::install_job(None, None, &[], None), Gate::Pending(_)));
+    assert!(matches!(
+        gates::install_job(Some(hc), None, &[], None),
+        Gate::Pending(_)
+    ));
+    assert!(matches!(
+        gates::install_job(None, None, &[], None),
+        Gate::Pending(_)
+    ));
     // helm-controller >= 0.17.6 marks the HelmChart itself.
     let mut hc_failed = hc.clone();
     hc_failed["status"]["conditions"] = json!([{"type": "Failed", "status": "True", "reason": "Job failed", "message": "Job helm-install-loki failed"}]);
-    assert!(matches!(gates::install_job(Some(&hc_failed), Some(&done), &[], None), Gate::Failed(m) if m.contains("Job helm-install-loki failed")));
+    assert!(
+        matches!(gates::install_job(Some(&hc_failed), Some(&done), &[], None), Gate::Failed(m) if m.contains("Job helm-install-loki failed"))
+    );
 }
 
 #[test]
@@ -82,15 +122,29 @@ fn workloads_ready_or_not() {
     ] {
         let list = items(file);
         let kind = file.trim_end_matches("s.json");
-        assert_eq!(gates::workload(kind, Some(named(&list, ready))), Gate::Ok, "{file} {ready}");
-        assert!(matches!(gates::workload(kind, Some(named(&list, unready))), Gate::Pending(_)), "{file} {unready}");
-        assert!(matches!(gates::workload(kind, None), Gate::Pending(m) if m.contains("not created")));
+        assert_eq!(
+            gates::workload(kind, Some(named(&list, ready))),
+            Gate::Ok,
+            "{file} {ready}"
+        );
+        assert!(
+            matches!(
+                gates::workload(kind, Some(named(&list, unready))),
+                Gate::Pending(_)
+            ),
+            "{file} {unready}"
+        );
+        assert!(
+            matches!(gates::workload(kind, None), Gate::Pending(m) if m.contains("not created"))
+        );
     }
     // A controller that has not observed the latest generation is not ready,
     // whatever its counters say.
     let mut stale = named(&items("deployments.json"), "kps-operator").clone();
     stale["metadata"]["generation"] = json!(5);
-    assert!(matches!(gates::workload("deployment", Some(&stale)), Gate::Pending(m) if m.contains("generation 5")));
+    assert!(
+        matches!(gates::workload("deployment", Some(&stale)), Gate::Pending(m) if m.contains("generation 5"))
+    );
 }
 
 #[test]

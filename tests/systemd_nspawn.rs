@@ -31,24 +31,47 @@ fn prepare(hint: &str, config: &str) -> Option<Prepared> {
     };
     install_standin_k3s(&p);
     p.install_file(env!("CARGO_BIN_EXE_sightline"), "/usr/bin/sightline", 0o755);
-    for u in ["sightline.service", "sightline-throttle.service", "sightline-throttle.timer"] {
-        p.install_file(repo().join("units").join(u), &format!("/usr/lib/systemd/system/{u}"), 0o644);
+    for u in [
+        "sightline.service",
+        "sightline-throttle.service",
+        "sightline-throttle.timer",
+    ] {
+        p.install_file(
+            repo().join("units").join(u),
+            &format!("/usr/lib/systemd/system/{u}"),
+            0o644,
+        );
     }
-    p.install_file(repo().join("files/tmpfiles.d/sightline.conf"), "/usr/lib/tmpfiles.d/sightline.conf", 0o644);
-    p.write_file("/etc/sightline/config.toml", format!("{BASE_CONFIG}{config}"), 0o644);
+    p.install_file(
+        repo().join("files/tmpfiles.d/sightline.conf"),
+        "/usr/lib/tmpfiles.d/sightline.conf",
+        0o644,
+    );
+    p.write_file(
+        "/etc/sightline/config.toml",
+        format!("{BASE_CONFIG}{config}"),
+        0o644,
+    );
     Some(p)
 }
 
 fn boot(hint: &str, config: &str) -> Option<Container> {
-    let c = prepare(hint, config)?.boot().unwrap_or_else(|s| panic!("{s}"));
-    wait_until("k3s active", Duration::from_secs(30), || active(&c, "k3s") == "active");
+    let c = prepare(hint, config)?
+        .boot()
+        .unwrap_or_else(|s| panic!("{s}"));
+    wait_until("k3s active", Duration::from_secs(30), || {
+        active(&c, "k3s") == "active"
+    });
     Some(c)
 }
 
 fn sightline(c: &Container, args: &[&str]) -> Output {
     let mut argv = vec!["sightline"];
     argv.extend_from_slice(args);
-    c.command(&argv).env("SIGHTLINE_LOG", "info").output().unwrap()
+    c.command(&argv)
+        .env("SIGHTLINE_LOG", "info")
+        .output()
+        .unwrap()
 }
 
 fn sightline_ok(c: &Container, args: &[&str]) -> String {
@@ -85,23 +108,38 @@ fn builtin_policy() -> String {
 
 #[test]
 fn first_apply_restarts_k3s_once_and_a_second_restarts_nothing() {
-    let Some(c) = boot("first-apply", "") else { return };
+    let Some(c) = boot("first-apply", "") else {
+        return;
+    };
     let before = prop(&c, "k3s", "InvocationID");
     let starts_before = ok_starts(&c).len();
     let out = sightline_ok(&c, &["apply", "--host-only"]);
-    assert!(out.contains("restart k3s.service and wait for /readyz: done"), "{out}");
+    assert!(
+        out.contains("restart k3s.service and wait for /readyz: done"),
+        "{out}"
+    );
     let after = prop(&c, "k3s", "InvocationID");
     assert_ne!(before, after, "k3s was restarted");
     let starts = ok_starts(&c);
     assert_eq!(starts.len(), starts_before + 1, "exactly one restart");
     let last = starts.last().unwrap();
-    assert_eq!(last["audit_policy_sha256"], sha(&builtin_policy()), "k3s runs the new policy: {last}");
+    assert_eq!(
+        last["audit_policy_sha256"],
+        sha(&builtin_policy()),
+        "k3s runs the new policy: {last}"
+    );
     let args = last["kube_apiserver_args"].to_string();
-    assert!(args.contains("audit-log-path=/var/log/k3s/audit.log"), "{args}");
+    assert!(
+        args.contains("audit-log-path=/var/log/k3s/audit.log"),
+        "{args}"
+    );
     assert_eq!(active(&c, "k3s"), "active");
 
     let out = sightline_ok(&c, &["apply", "--host-only"]);
-    assert!(out.contains("already converged") && !out.contains("restart k3s"), "{out}");
+    assert!(
+        out.contains("already converged") && !out.contains("restart k3s"),
+        "{out}"
+    );
     assert_eq!(prop(&c, "k3s", "InvocationID"), after, "no second restart");
     assert_eq!(ok_starts(&c).len(), starts_before + 1);
     let status = sightline_ok(&c, &["status", "--json"]);
@@ -112,12 +150,22 @@ fn first_apply_restarts_k3s_once_and_a_second_restarts_nothing() {
 
 #[test]
 fn a_change_k3s_rejects_is_rolled_back_and_k3s_stays_up() {
-    let Some(c) = boot("rollback", "") else { return };
+    let Some(c) = boot("rollback", "") else {
+        return;
+    };
     sightline_ok(&c, &["apply", "--host-only"]);
     let good = c.read_file(POLICY).unwrap();
     // This k3s refuses the new policy although sightline's validation accepts it.
-    c.write_file("/etc/default/k3s-standin", "REJECT_POLICY_CONTAINING=REJECT-ME\n", 0o644);
-    c.write_file("/etc/sightline/custom-policy.yaml", format!("# REJECT-ME\n{good}"), 0o644);
+    c.write_file(
+        "/etc/default/k3s-standin",
+        "REJECT_POLICY_CONTAINING=REJECT-ME\n",
+        0o644,
+    );
+    c.write_file(
+        "/etc/sightline/custom-policy.yaml",
+        format!("# REJECT-ME\n{good}"),
+        0o644,
+    );
     c.write_file(
         "/etc/sightline/config.toml",
         format!("{BASE_CONFIG}[audit]\npolicy_source = \"/etc/sightline/custom-policy.yaml\"\n"),
@@ -128,56 +176,113 @@ fn a_change_k3s_rejects_is_rolled_back_and_k3s_stays_up() {
     let took = t.elapsed();
     assert!(!out.status.success(), "must exit non-zero:\n{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("did not become ready") && err.contains("previous configuration is restored"), "{err}");
+    assert!(
+        err.contains("did not become ready") && err.contains("previous configuration is restored"),
+        "{err}"
+    );
     assert!(err.contains("/var/lib/sightline/rejected/"), "{err}");
-    assert!(took < Duration::from_secs(30), "crash loop detected before the deadline ({took:?})");
-    assert_eq!(c.read_file(POLICY).unwrap(), good, "old policy back on disk");
-    wait_until("k3s active again", Duration::from_secs(20), || active(&c, "k3s") == "active");
+    assert!(
+        took < Duration::from_secs(30),
+        "crash loop detected before the deadline ({took:?})"
+    );
+    assert_eq!(
+        c.read_file(POLICY).unwrap(),
+        good,
+        "old policy back on disk"
+    );
+    wait_until("k3s active again", Duration::from_secs(20), || {
+        active(&c, "k3s") == "active"
+    });
     let last = ok_starts(&c).last().unwrap().clone();
-    assert_eq!(last["audit_policy_sha256"], sha(&good), "k3s runs the old configuration");
+    assert_eq!(
+        last["audit_policy_sha256"],
+        sha(&good),
+        "k3s runs the old configuration"
+    );
     let kept = c.sh_ok("ls /var/lib/sightline/rejected/*/etc/rancher/k3s/audit-policy.yaml");
     assert!(c.read_file(kept.trim()).unwrap().contains("REJECT-ME"));
 }
 
 #[test]
 fn killed_between_write_and_readiness_is_finished_on_the_next_start() {
-    let Some(c) = boot("kill-recover", "") else { return };
+    let Some(c) = boot("kill-recover", "") else {
+        return;
+    };
     // A slow k3s leaves a window between the restart and /readyz.
     c.write_file("/etc/default/k3s-standin", "READY_DELAY_SECONDS=6\n", 0o644);
-    let mut child = c.command(&["sightline", "apply", "--host-only"]).spawn().unwrap();
-    wait_until("the journal to reach the restart", Duration::from_secs(20), || {
-        c.read_file("/var/lib/sightline/k3s-journal.json").is_some_and(|j| j.contains("\"restarting\""))
-    });
+    let mut child = c
+        .command(&["sightline", "apply", "--host-only"])
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the journal to reach the restart",
+        Duration::from_secs(20),
+        || {
+            c.read_file("/var/lib/sightline/k3s-journal.json")
+                .is_some_and(|j| j.contains("\"restarting\""))
+        },
+    );
     c.sh_ok("pkill -KILL -x sightline");
     let _ = child.wait();
-    assert!(c.read_file("/var/lib/sightline/k3s-journal.json").is_some(), "the unfinished change is journaled");
+    assert!(
+        c.read_file("/var/lib/sightline/k3s-journal.json").is_some(),
+        "the unfinished change is journaled"
+    );
     let out = sightline_ok(&c, &["apply", "--host-only"]);
     assert!(out.contains("recovered:"), "{out}");
-    assert!(c.read_file("/var/lib/sightline/k3s-journal.json").is_none(), "journal closed");
-    wait_until("k3s healthy", Duration::from_secs(30), || active(&c, "k3s") == "active");
-    assert_eq!(ok_starts(&c).last().unwrap()["audit_policy_sha256"], sha(&builtin_policy()));
+    assert!(
+        c.read_file("/var/lib/sightline/k3s-journal.json").is_none(),
+        "journal closed"
+    );
+    wait_until("k3s healthy", Duration::from_secs(30), || {
+        active(&c, "k3s") == "active"
+    });
+    assert_eq!(
+        ok_starts(&c).last().unwrap()["audit_policy_sha256"],
+        sha(&builtin_policy())
+    );
 }
 
 #[test]
 fn the_daemon_reaches_ready_survives_its_watchdog_and_repairs_drift_within_a_second() {
-    let Some(p) = prepare("daemon", "[daemon]\nrecheck_interval_seconds = 600\n") else { return };
+    let Some(p) = prepare("daemon", "[daemon]\nrecheck_interval_seconds = 600\n") else {
+        return;
+    };
     // A short WatchdogSec proves the pings; the packaged unit uses 10min.
-    p.write_file("/etc/systemd/system/sightline.service.d/50-test.conf", "[Service]\nWatchdogSec=3s\n", 0o644);
+    p.write_file(
+        "/etc/systemd/system/sightline.service.d/50-test.conf",
+        "[Service]\nWatchdogSec=3s\n",
+        0o644,
+    );
     let c = p.boot().unwrap_or_else(|s| panic!("{s}"));
-    wait_until("k3s active", Duration::from_secs(30), || active(&c, "k3s") == "active");
+    wait_until("k3s active", Duration::from_secs(30), || {
+        active(&c, "k3s") == "active"
+    });
     let out = c.exec(&["systemctl", "start", "sightline.service"]);
     assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(active(&c, "sightline"), "active", "start returned, so READY=1 arrived");
+    assert_eq!(
+        active(&c, "sightline"),
+        "active",
+        "start returned, so READY=1 arrived"
+    );
     assert_eq!(prop(&c, "sightline", "Type"), "notify");
     let k3s_id = prop(&c, "k3s", "InvocationID");
     std::thread::sleep(Duration::from_secs(8));
-    assert_eq!(active(&c, "sightline"), "active", "survived more than two WatchdogSec periods");
+    assert_eq!(
+        active(&c, "sightline"),
+        "active",
+        "survived more than two WatchdogSec periods"
+    );
     assert_eq!(prop(&c, "sightline", "NRestarts"), "0");
     assert_eq!(prop(&c, "sightline", "Result"), "success");
     // Tamper with the policy; the daemon puts it back.
     let good = c.read_file(POLICY).unwrap();
     let t = Instant::now();
-    c.write_file(POLICY, "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n", 0o644);
+    c.write_file(
+        POLICY,
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: None\n",
+        0o644,
+    );
     let mut repaired = None;
     while t.elapsed() < Duration::from_secs(5) {
         if c.read_file(POLICY).as_deref() == Some(good.as_str()) {
@@ -186,15 +291,35 @@ fn the_daemon_reaches_ready_survives_its_watchdog_and_repairs_drift_within_a_sec
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    let took = repaired.unwrap_or_else(|| panic!("not repaired; journal:\n{}", c.sh_ok("journalctl -u sightline --no-pager | tail -30")));
+    let took = repaired.unwrap_or_else(|| {
+        panic!(
+            "not repaired; journal:\n{}",
+            c.sh_ok("journalctl -u sightline --no-pager | tail -30")
+        )
+    });
     assert!(took < Duration::from_secs(1), "repaired in {took:?}");
-    assert_eq!(prop(&c, "k3s", "InvocationID"), k3s_id, "putting back what k3s already runs needs no restart");
+    assert_eq!(
+        prop(&c, "k3s", "InvocationID"),
+        k3s_id,
+        "putting back what k3s already runs needs no restart"
+    );
     let journal = c.sh_ok("journalctl -u sightline --no-pager -o cat");
-    assert!(journal.contains("managed file changed; repairing"), "{journal}");
-    assert!(!journal.lines().any(|l| l.starts_with("20")), "no timestamps under journald: {journal}");
+    assert!(
+        journal.contains("managed file changed; repairing"),
+        "{journal}"
+    );
+    assert!(
+        !journal.lines().any(|l| l.starts_with("20")),
+        "no timestamps under journald: {journal}"
+    );
     assert!(!journal.contains("status=226/NAMESPACE"));
-    let metrics = c.read_file("/var/lib/node_exporter/textfile_collector/sightline.prom").unwrap();
-    assert!(metrics.contains("sightline_drift_repairs_total 1"), "{metrics}");
+    let metrics = c
+        .read_file("/var/lib/node_exporter/textfile_collector/sightline.prom")
+        .unwrap();
+    assert!(
+        metrics.contains("sightline_drift_repairs_total 1"),
+        "{metrics}"
+    );
     // SIGTERM stops it cleanly.
     let out = c.exec(&["systemctl", "stop", "sightline.service"]);
     assert!(out.status.success());
@@ -203,7 +328,9 @@ fn the_daemon_reaches_ready_survives_its_watchdog_and_repairs_drift_within_a_sec
 
 #[test]
 fn units_verify_cleanly_and_the_throttle_timer_runs_the_collector() {
-    let Some(p) = prepare("units", "") else { return };
+    let Some(p) = prepare("units", "") else {
+        return;
+    };
     // A fake vcgencmd makes this container a Pi as far as the collector is concerned.
     p.write_file(
         "/usr/bin/vcgencmd",
@@ -219,44 +346,121 @@ fn units_verify_cleanly_and_the_throttle_timer_runs_the_collector() {
         "/usr/lib/systemd/system/sightline-throttle.service",
         "/usr/lib/systemd/system/sightline-throttle.timer",
     ]);
-    assert!(verify.status.success() && verify.stdout.is_empty() && verify.stderr.is_empty(), "systemd-analyze verify must print nothing:\n{}", show(&verify));
-    wait_until("k3s active", Duration::from_secs(30), || active(&c, "k3s") == "active");
+    assert!(
+        verify.status.success() && verify.stdout.is_empty() && verify.stderr.is_empty(),
+        "systemd-analyze verify must print nothing:\n{}",
+        show(&verify)
+    );
+    for unit in ["sightline.service", "sightline-throttle.service"] {
+        let sec = c.exec(&["systemd-analyze", "security", "--no-pager", unit]);
+        let text = String::from_utf8_lossy(&sec.stdout).into_owned();
+        let line = text
+            .lines()
+            .find(|l| l.contains("Overall exposure level"))
+            .unwrap_or_else(|| panic!("{}", show(&sec)));
+        println!("{line}");
+        let score: f64 = line
+            .split(':')
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // README reports these figures; a regression in hardening fails here.
+        assert!(score <= 2.5, "{unit}: {line}\n{text}");
+    }
+    wait_until("k3s active", Duration::from_secs(30), || {
+        active(&c, "k3s") == "active"
+    });
     let out = sightline_ok(&c, &["apply", "--host-only"]);
-    assert!(out.contains("enable and start sightline-throttle.timer: done"), "{out}");
-    assert_eq!(prop(&c, "sightline-throttle.timer", "UnitFileState"), "enabled");
+    assert!(
+        out.contains("enable and start sightline-throttle.timer: done"),
+        "{out}"
+    );
+    assert_eq!(
+        prop(&c, "sightline-throttle.timer", "UnitFileState"),
+        "enabled"
+    );
     assert_eq!(active(&c, "sightline-throttle.timer"), "active");
     // The drop-in's interval is in force after the reload.
-    assert!(c.sh_ok("systemctl cat sightline-throttle.timer").contains("OnUnitActiveSec=60s"));
+    assert!(
+        c.sh_ok("systemctl cat sightline-throttle.timer")
+            .contains("OnUnitActiveSec=60s")
+    );
     // The collector runs sandboxed and writes its textfile.
     let run = c.exec(&["systemctl", "start", "sightline-throttle.service"]);
-    assert!(run.status.success(), "{}\n{}", show(&run), c.sh_ok("journalctl -u sightline-throttle --no-pager | tail"));
-    let prom = c.read_file("/var/lib/node_exporter/textfile_collector/rpi_throttle.prom").unwrap();
-    assert!(prom.contains("rpi_under_voltage_now 1") && prom.contains("rpi_core_volts 0.8563"), "{prom}");
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        show(&run),
+        c.sh_ok("journalctl -u sightline-throttle --no-pager | tail")
+    );
+    let prom = c
+        .read_file("/var/lib/node_exporter/textfile_collector/rpi_throttle.prom")
+        .unwrap();
+    assert!(
+        prom.contains("rpi_under_voltage_now 1") && prom.contains("rpi_core_volts 0.8563"),
+        "{prom}"
+    );
 }
 
 #[test]
 fn the_watchdog_setting_is_applied_over_dbus_and_read_back() {
-    let Some(p) = prepare("watchdog", "") else { return };
+    let Some(p) = prepare("watchdog", "") else {
+        return;
+    };
     // The container has no watchdog device, so facts come from a Pi-like
     // root while the effect goes to this container's systemd.
-    p.write_file("/srv/pi/sys/class/watchdog/watchdog0/identity", "Broadcom BCM2835 Watchdog timer\n", 0o644);
-    p.write_file("/srv/pi/proc/meminfo", "MemTotal: 3884504 kB\nMemAvailable: 3201820 kB\n", 0o644);
+    p.write_file(
+        "/srv/pi/sys/class/watchdog/watchdog0/identity",
+        "Broadcom BCM2835 Watchdog timer\n",
+        0o644,
+    );
+    p.write_file(
+        "/srv/pi/proc/meminfo",
+        "MemTotal: 3884504 kB\nMemAvailable: 3201820 kB\n",
+        0o644,
+    );
     let c = p.boot().unwrap_or_else(|s| panic!("{s}"));
     let out = sightline_ok(
         &c,
-        &["--root", "/srv/pi", "--system-bus", "unix:path=/run/dbus/system_bus_socket", "apply", "--host-only"],
+        &[
+            "--root",
+            "/srv/pi",
+            "--system-bus",
+            "unix:path=/run/dbus/system_bus_socket",
+            "apply",
+            "--host-only",
+        ],
     );
     assert!(out.contains("apply the watchdog setting (RuntimeWatchdogUSec=14s): done (RuntimeWatchdogUSec=14000000)"), "{out}");
-    let manager = String::from_utf8_lossy(&c.exec(&["systemctl", "show", "-p", "RuntimeWatchdogUSec", "--value"]).stdout).trim().to_string();
+    let manager = String::from_utf8_lossy(
+        &c.exec(&["systemctl", "show", "-p", "RuntimeWatchdogUSec", "--value"])
+            .stdout,
+    )
+    .trim()
+    .to_string();
     assert_eq!(manager, "14s", "PID 1 holds the clamped value");
 }
 
 #[test]
 fn a_non_root_caller_gets_a_clear_error() {
     let Some(c) = boot("nonroot", "") else { return };
-    let out = c.exec(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sightline", "apply"]);
+    let out = c.exec(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "sightline",
+        "apply",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("must run as root") && err.contains("sudo"), "{err}");
+    assert!(
+        err.contains("must run as root") && err.contains("sudo"),
+        "{err}"
+    );
     assert!(c.read_file(POLICY).is_none(), "nothing written");
 }

@@ -29,6 +29,8 @@ pub struct StageInputs<'a> {
     pub airgap_charts: Option<Vec<String>>,
     /// Install the static NetworkPolicies.
     pub network_policies: bool,
+    /// The user's values overlays by release name (YAML text).
+    pub user_values: BTreeMap<String, String>,
 }
 
 /// One stage file.
@@ -163,7 +165,13 @@ fn helm_chart(
 ) -> Result<Value> {
     let h = stage.helm.as_ref().expect("helm stage");
     let chart = &index.charts[&h.chart];
-    let values = values::merged(bundle, &h.chart, inputs.tier)?;
+    let values = values::merged(
+        bundle,
+        &h.chart,
+        inputs.tier,
+        inputs.user_values.get(&h.chart).map(String::as_str),
+    )
+    .with_context(|| format!("values for {}", h.chart))?;
     let mut spec = json!({
         "targetNamespace": h.namespace,
         "createNamespace": true,

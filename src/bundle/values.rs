@@ -16,8 +16,8 @@ pub fn overlay_path(release: &str, tier: Tier) -> String {
     format!("values/{release}.{}.yaml", tier.as_str())
 }
 
-/// The merged values for a release on a tier, as YAML text.
-pub fn merged(bundle: &Bundle, release: &str, tier: Tier) -> Result<String> {
+/// The merged values for a release on a tier (then the user's overlay), as YAML text.
+pub fn merged(bundle: &Bundle, release: &str, tier: Tier, user: Option<&str>) -> Result<String> {
     let common = bundle.text(&common_path(release))?;
     let mut v: Value = serde_yaml_ng::from_str(common).with_context(|| common_path(release))?;
     if v.is_null() {
@@ -27,6 +27,16 @@ pub fn merged(bundle: &Bundle, release: &str, tier: Tier) -> Result<String> {
     if let Ok(text) = bundle.text(&ov) {
         let o: Value = serde_yaml_ng::from_str(text).with_context(|| ov.clone())?;
         merge(&mut v, o);
+    }
+    if let Some(text) = user {
+        let o: Value =
+            serde_yaml_ng::from_str(text).context("the values overlay in [bundle] values_dir")?;
+        if !o.is_null() && !o.is_mapping() {
+            anyhow::bail!("the values overlay for {release} must be a YAML mapping");
+        }
+        if !o.is_null() {
+            merge(&mut v, o);
+        }
     }
     serde_yaml_ng::to_string(&v).context("serializing values")
 }

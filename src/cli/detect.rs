@@ -157,7 +157,7 @@ pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
         ("throttle", facts.throttle_source.name().into()),
         ("gpu", gpu),
     ] {
-        s.push_str(&kv(&k, &v));
+        s.push_str(&kv(k, &v));
     }
     s.push_str("decisions\n");
     s.push_str(&kv("tier", d.tier.value.as_str()));

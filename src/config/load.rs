@@ -391,3 +391,76 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod shipped_defaults {
+    use crate::config::Config;
+
+    /// The commented defaults shipped as /etc/sightline/config.toml must
+    /// parse when uncommented and say exactly what the built-in defaults are
+    /// (examples aside), so the documentation cannot drift from the code.
+    #[test]
+    fn uncommented_shipped_config_equals_the_builtin_defaults() {
+        let text = include_str!("../../files/config.toml");
+        // Optional keys are shown with example values, not defaults.
+        let examples = [
+            "policy_source",
+            "ntfy_url",
+            "discord_webhook_url",
+            "email_to",
+            "smtp_smarthost",
+            "smtp_from",
+            "smtp_auth_username",
+            "smtp_auth_password_file",
+            "lan_cidrs",
+            "airgap_charts_dir",
+        ];
+        let mut out = String::new();
+        let mut documented = std::collections::BTreeSet::new();
+        let mut section = String::new();
+        for line in text.lines() {
+            if let Some(kv) = line.strip_prefix('#')
+                && kv.contains(" = ")
+                && !kv.starts_with(' ')
+            {
+                let key = kv.split(" = ").next().unwrap();
+                documented.insert(if section.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{section}.{key}")
+                });
+                if !examples.contains(&key) {
+                    out.push_str(kv);
+                    out.push('\n');
+                }
+            } else if let Some(name) = line.strip_prefix('[') {
+                section = name.trim_end_matches(']').to_string();
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        let parsed: Config = toml::from_str(&out).unwrap_or_else(|e| panic!("{e}\n{out}"));
+        assert_eq!(parsed, Config::default());
+        // Every key of the schema appears in the file: those with a default
+        // value, and the optional ones (unset by default).
+        let mut schema = std::collections::BTreeSet::new();
+        for (k, v) in toml::Table::try_from(Config::default()).unwrap() {
+            match v.as_table() {
+                Some(t) => schema.extend(t.keys().map(|kk| format!("{k}.{kk}"))),
+                None => {
+                    schema.insert(k);
+                }
+            }
+        }
+        for k in ["audit.policy_source", "bundle.airgap_charts_dir"] {
+            schema.insert(k.into());
+        }
+        for k in &examples[1..8] {
+            schema.insert(format!("alerting.{k}"));
+        }
+        assert_eq!(
+            documented, schema,
+            "every option is documented in files/config.toml"
+        );
+    }
+}

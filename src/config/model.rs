@@ -232,6 +232,8 @@ pub struct BundleConfig {
     pub path: String,
     /// Directory of chart .tgz files for air-gapped nodes.
     pub airgap_charts_dir: Option<String>,
+    /// Your own Helm values, `<release>.yaml`, merged over the bundle's.
+    pub values_dir: String,
 }
 
 impl Default for BundleConfig {
@@ -239,6 +241,7 @@ impl Default for BundleConfig {
         BundleConfig {
             path: "/usr/share/sightline/bundle.tar".into(),
             airgap_charts_dir: None,
+            values_dir: "/etc/sightline/values.d".into(),
         }
     }
 }

@@ -158,12 +158,13 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         )),
     }
 
-    let paths: [(&str, &str); 14] = [
+    let paths: [(&str, &str); 15] = [
         ("k3s.tls_dir", &c.k3s.tls_dir),
         ("audit.log_path", &c.audit.log_path),
         ("throttle.output", &c.throttle.output),
         ("daemon.metrics_file", &c.daemon.metrics_file),
         ("bundle.path", &c.bundle.path),
+        ("bundle.values_dir", &c.bundle.values_dir),
         ("paths.audit_policy", &c.paths.audit_policy),
         ("paths.k3s_audit_dropin", &c.paths.k3s_audit_dropin),
         ("paths.watchdog_dropin", &c.paths.watchdog_dropin),

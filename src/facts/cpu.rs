@@ -42,9 +42,15 @@ pub fn parse(info: &str, arch: String) -> Cpu {
         .filter(|l| value(l, "processor").is_some())
         .count()
         .max(1);
+    // ARM kernels report no "model name", only the implementer's part number.
     let model = info
         .lines()
-        .find_map(|l| value(l, "model name").or_else(|| value(l, "Model")))
+        .find_map(|l| value(l, "model name"))
+        .or_else(|| {
+            info.lines()
+                .find_map(|l| value(l, "CPU part"))
+                .and_then(|p| arm_core(&p).map(String::from))
+        })
         .filter(|m| !m.is_empty());
     let virtualized = info
         .lines()
@@ -56,6 +62,21 @@ pub fn parse(info: &str, arch: String) -> Cpu {
         model,
         virtualized,
     }
+}
+
+/// Arm Ltd. core names by MIDR part number (the cores Raspberry Pis use, and their kin).
+fn arm_core(part: &str) -> Option<&'static str> {
+    Some(match part {
+        "0xd03" => "Cortex-A53",
+        "0xd04" => "Cortex-A35",
+        "0xd05" => "Cortex-A55",
+        "0xd07" => "Cortex-A57",
+        "0xd08" => "Cortex-A72",
+        "0xd09" => "Cortex-A73",
+        "0xd0b" => "Cortex-A76",
+        "0xd0c" => "Neoverse-N1",
+        _ => return None,
+    })
 }
 
 fn arch_from_cpuinfo(info: &str) -> Option<String> {
@@ -86,6 +107,15 @@ mod tests {
         assert_eq!(c.logical_cpus, 2);
         assert_eq!(c.model.as_deref(), Some("Intel(R) N100"));
         assert!(c.virtualized);
+    }
+
+    #[test]
+    fn arm_core_names() {
+        let c = parse(
+            "processor\t: 0\nCPU part\t: 0xd08\n\nModel\t\t: Raspberry Pi 4 Model B Rev 1.5\n",
+            "aarch64".into(),
+        );
+        assert_eq!(c.model.as_deref(), Some("Cortex-A72"));
     }
 
     #[test]

@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn finds_cli_apiserver_args_across_dropins() {
         let unit = "[Service]\nExecStart=/usr/local/bin/k3s \\\n    server \\\n\t'--kube-apiserver-arg=enable-admission-plugins=NodeRestriction' \\\n\t'--kube-apiserver-arg' 'anonymous-auth=false'\n".to_string();
-        let cmd = exec_start(&[unit.clone()]);
+        let cmd = exec_start(std::slice::from_ref(&unit));
         assert_eq!(
             apiserver_args(&cmd),
             vec![

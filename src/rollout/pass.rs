@@ -28,6 +28,31 @@ pub fn airgap_charts(root: &Sysroot, cfg: &Config) -> Result<Option<Vec<String>>
     Ok(Some(v))
 }
 
+/// `<release>.yaml` files in `[bundle] values_dir`.
+pub fn user_values(
+    root: &Sysroot,
+    cfg: &Config,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    let dir = &cfg.bundle.values_dir;
+    let rd = match std::fs::read_dir(root.path(dir)) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("reading bundle.values_dir {dir}")),
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(release) = name.strip_suffix(".yaml")
+            && !name.starts_with('.')
+        {
+            let text = std::fs::read_to_string(e.path())
+                .with_context(|| format!("reading {dir}/{name}"))?;
+            out.insert(release.to_string(), text);
+        }
+    }
+    Ok(out)
+}
+
 /// The stage files this machine should have (or those of a forced tier).
 /// Returns the stages, the bundle, and whether the Grafana password is a
 /// one-off (it could not be stored).
@@ -54,6 +79,7 @@ pub fn desired_stages(
         secrets: &secrets,
         airgap_charts: airgap_charts(root, &cfg.config)?,
         network_policies: d.network_policies.value,
+        user_values: user_values(root, &cfg.config)?,
     };
     Ok((render_stages(&bundle, &inputs)?, bundle, ephemeral))
 }

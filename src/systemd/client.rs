@@ -35,7 +35,10 @@ impl SystemdClient {
                 .await
                 .context("connecting to the D-Bus system bus")?,
         };
-        Ok(SystemdClient { conn, subscribed: Default::default() })
+        Ok(SystemdClient {
+            conn,
+            subscribed: Default::default(),
+        })
     }
 
     async fn manager(&self) -> Result<ManagerProxy<'static>> {
@@ -81,7 +84,7 @@ impl SystemdClient {
 
     /// Subscribes to JobRemoved *before* queueing the job, so its completion
     /// cannot be missed, then waits for it.
-    async fn run_job<'a, F, Fut>(
+    async fn run_job<F, Fut>(
         &self,
         unit: &str,
         what: &str,
@@ -94,12 +97,17 @@ impl SystemdClient {
     {
         let m = self.manager().await?;
         // systemd refuses a second Subscribe on the same connection.
-        if !self.subscribed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !self
+            .subscribed
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             match m.subscribe().await {
                 Ok(()) => {}
-                Err(zbus::Error::MethodError(name, _, _)) if name.as_str().ends_with("AlreadySubscribed") => {}
+                Err(zbus::Error::MethodError(name, _, _))
+                    if name.as_str().ends_with("AlreadySubscribed") => {}
                 Err(e) => {
-                    self.subscribed.store(false, std::sync::atomic::Ordering::SeqCst);
+                    self.subscribed
+                        .store(false, std::sync::atomic::Ordering::SeqCst);
                     return Err(e).context("Subscribe");
                 }
             }

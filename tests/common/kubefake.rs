@@ -73,24 +73,35 @@ pub struct Pki {
 /// Generates a server CA, a serving cert for 127.0.0.1, a client CA and the
 /// admin client cert, and writes the client side where sightline looks.
 pub fn pki(root: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair, KeyUsagePurpose,
+    };
     let ca = |cn: &str| {
         let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
         p.distinguished_name.push(DnType::CommonName, cn);
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+        ];
         CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
     };
     let server_ca = ca("k3s-server-ca");
     let client_ca = ca("k3s-client-ca");
-    let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "kube-apiserver");
+    let mut p =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    p.distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_key = KeyPair::generate().unwrap();
     let serving = p.signed_by(&serving_key, &server_ca).unwrap();
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "system:admin");
-    p.distinguished_name.push(DnType::OrganizationName, "system:masters");
+    p.distinguished_name
+        .push(DnType::CommonName, "system:admin");
+    p.distinguished_name
+        .push(DnType::OrganizationName, "system:masters");
     p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let admin_key = KeyPair::generate().unwrap();
     let admin = p.signed_by(&admin_key, &client_ca).unwrap();
@@ -99,7 +110,12 @@ pub fn pki(root: &Path) -> Pki {
     std::fs::write(tls.join("server-ca.crt"), server_ca.pem()).unwrap();
     std::fs::write(tls.join("client-admin.crt"), admin.pem()).unwrap();
     std::fs::write(tls.join("client-admin.key"), admin_key.serialize_pem()).unwrap();
-    Pki { server_ca: server_ca.pem(), serving_cert: serving.pem(), serving_key: serving_key.serialize_pem(), client_ca: client_ca.pem() }
+    Pki {
+        server_ca: server_ca.pem(),
+        serving_cert: serving.pem(),
+        serving_key: serving_key.serialize_pem(),
+        client_ca: client_ca.pem(),
+    }
 }
 
 impl KubeFake {
@@ -107,15 +123,25 @@ impl KubeFake {
     pub fn start(root: &Path) -> KubeFake {
         let pki = pki(root);
         let manifests = root.join("var/lib/rancher/k3s/server/manifests/sightline");
-        let scenario = Arc::new(Mutex::new(Scenario { delete_polls: 2, ..Default::default() }));
+        let scenario = Arc::new(Mutex::new(Scenario {
+            delete_polls: 2,
+            ..Default::default()
+        }));
         let (tx, rx) = std::sync::mpsc::channel();
         let sc = scenario.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(serve(pki, manifests, sc, tx));
         });
         let port: u16 = rx.recv().unwrap();
-        KubeFake { url: format!("https://127.0.0.1:{port}"), scenario, _thread: thread }
+        KubeFake {
+            url: format!("https://127.0.0.1:{port}"),
+            scenario,
+            _thread: thread,
+        }
     }
 
     /// Runs a closure on the scenario.
@@ -124,13 +150,25 @@ impl KubeFake {
     }
 }
 
-async fn serve(pki: Pki, manifests: PathBuf, scenario: Arc<Mutex<Scenario>>, port_tx: std::sync::mpsc::Sender<u16>) {
+async fn serve(
+    pki: Pki,
+    manifests: PathBuf,
+    scenario: Arc<Mutex<Scenario>>,
+    port_tx: std::sync::mpsc::Sender<u16>,
+) {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(pki.client_ca.as_bytes()).unwrap()).unwrap();
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.client_ca.as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -146,13 +184,17 @@ async fn serve(pki: Pki, manifests: PathBuf, scenario: Arc<Mutex<Scenario>>, por
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     port_tx.send(listener.local_addr().unwrap().port()).unwrap();
     loop {
-        let Ok((tcp, _)) = listener.accept().await else { continue };
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
         let acceptor = acceptor.clone();
         let scenario = scenario.clone();
         let manifests = manifests.clone();
         tokio::spawn(async move {
             // A client without a certificate fails the handshake here.
-            let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
             loop {
                 let mut buf = Vec::new();
                 let mut byte = [0u8; 1];
@@ -186,7 +228,8 @@ fn not_found(path: &str) -> (u16, String) {
 }
 
 fn list(kind: &str, items: Vec<Value>) -> String {
-    json!({"apiVersion":"v1","kind":kind,"metadata":{"resourceVersion":"1"},"items":items}).to_string()
+    json!({"apiVersion":"v1","kind":kind,"metadata":{"resourceVersion":"1"},"items":items})
+        .to_string()
 }
 
 fn docs(content: &[u8]) -> Vec<Value> {
@@ -238,7 +281,10 @@ fn helmcharts(s: &Scenario) -> BTreeMap<String, Value> {
 }
 
 fn objects(s: &Scenario) -> BTreeSet<String> {
-    s.accepted.values().flat_map(|c| sightline::rollout::object_paths(c)).collect()
+    s.accepted
+        .values()
+        .flat_map(|c| sightline::rollout::object_paths(c))
+        .collect()
 }
 
 fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
@@ -255,18 +301,34 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["readyz"] => (200, "ok".into()),
-        ["apis", "k3s.cattle.io", "v1", "namespaces", "kube-system", "addons", name] => match s.accepted.get(*name) {
+        [
+            "apis",
+            "k3s.cattle.io",
+            "v1",
+            "namespaces",
+            "kube-system",
+            "addons",
+            name,
+        ] => match s.accepted.get(*name) {
             Some(content) => {
                 let mut a = item("addons.json", 0);
                 a["metadata"]["name"] = json!(name);
                 a["spec"]["checksum"] = json!(sha(content));
-                a["spec"]["source"] = json!(format!("/var/lib/rancher/k3s/server/manifests/sightline/{name}.yaml"));
+                a["spec"]["source"] = json!(format!(
+                    "/var/lib/rancher/k3s/server/manifests/sightline/{name}.yaml"
+                ));
                 (200, a.to_string())
             }
             None => not_found(path),
         },
         ["api", "v1", "namespaces", "kube-system", "events"] => {
-            let name = query.split("involvedObject.name%3D").nth(1).unwrap_or("").split('&').next().unwrap_or("");
+            let name = query
+                .split("involvedObject.name%3D")
+                .nth(1)
+                .unwrap_or("")
+                .split('&')
+                .next()
+                .unwrap_or("");
             let items = match s.reject.get(name) {
                 Some(msg) => {
                     let mut e = item("events-addon-failed.json", 0);
@@ -281,7 +343,15 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
             };
             (200, list("EventList", items))
         }
-        ["apis", "helm.cattle.io", "v1", "namespaces", "kube-system", "helmcharts", name] => {
+        [
+            "apis",
+            "helm.cattle.io",
+            "v1",
+            "namespaces",
+            "kube-system",
+            "helmcharts",
+            name,
+        ] => {
             if let Some(hc) = helmcharts(s).get(*name) {
                 let mut h = item("helmcharts.json", 0);
                 h["metadata"]["name"] = json!(name);
@@ -301,9 +371,19 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
                 _ => not_found(path),
             }
         }
-        ["apis", "batch", "v1", "namespaces", "kube-system", "jobs", job] => {
+        [
+            "apis",
+            "batch",
+            "v1",
+            "namespaces",
+            "kube-system",
+            "jobs",
+            job,
+        ] => {
             let chart = job.trim_start_matches("helm-install-");
-            let Some(hc) = helmcharts(s).get(chart).cloned() else { return not_found(path) };
+            let Some(hc) = helmcharts(s).get(chart).cloned() else {
+                return not_found(path);
+            };
             let failing = s.failing_jobs.contains(chart);
             let mut j = item("jobs.json", if failing { 0 } else { 1 });
             j["metadata"]["name"] = json!(job);
@@ -313,7 +393,10 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
             (200, j.to_string())
         }
         ["api", "v1", "namespaces", ns, "pods"] => {
-            let sel = query.replace("%3D", "=").replace("%2F", "/").replace("%2C", ",");
+            let sel = query
+                .replace("%3D", "=")
+                .replace("%2F", "/")
+                .replace("%2C", ",");
             let mut items = Vec::new();
             if let Some(chart) = sel.split("controller-uid=job-").nth(1) {
                 if s.failing_jobs.contains(chart) {
@@ -325,7 +408,9 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
             } else {
                 for (w, reason) in &s.unready {
                     let parts: Vec<&str> = w.split('/').collect();
-                    if parts[1] == *ns && sel.contains(&format!("app.kubernetes.io/name={}", parts[2])) {
+                    if parts[1] == *ns
+                        && sel.contains(&format!("app.kubernetes.io/name={}", parts[2]))
+                    {
                         let mut p = item("pods.json", 0);
                         p["metadata"]["name"] = json!(format!("{}-abc12", parts[2]));
                         p["status"]["containerStatuses"][0]["state"] = json!({"waiting": {"reason": reason, "message": format!("Back-off pulling image for {}", parts[2])}});
@@ -347,7 +432,14 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
             };
             // Each fixture list holds one ready and one unready object.
             let ready_index = if kind == "statefulset" { 0 } else { 1 };
-            let mut w = item(fixture, if unready { 1 - ready_index } else { ready_index });
+            let mut w = item(
+                fixture,
+                if unready {
+                    1 - ready_index
+                } else {
+                    ready_index
+                },
+            );
             w["metadata"]["name"] = json!(name);
             w["metadata"]["namespace"] = json!(ns);
             w["spec"]["selector"] = json!({"matchLabels": {"app.kubernetes.io/name": name}});
