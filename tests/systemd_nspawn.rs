@@ -320,6 +320,24 @@ fn the_daemon_reaches_ready_survives_its_watchdog_and_repairs_drift_within_a_sec
         metrics.contains("sightline_drift_repairs_total 1"),
         "{metrics}"
     );
+    // SIGHUP (systemctl reload) rereads the configuration and converges.
+    c.write_file(
+        "/etc/sightline/config.toml",
+        format!("{BASE_CONFIG}[daemon]\nrecheck_interval_seconds = 600\nmetrics_file = \"/var/lib/node_exporter/textfile_collector/sightline-reloaded.prom\"\n"),
+        0o644,
+    );
+    let out = c.exec(&["systemctl", "reload", "sightline.service"]);
+    assert!(out.status.success(), "{}", show(&out));
+    wait_until("metrics at the reloaded path", Duration::from_secs(10), || {
+        c.read_file("/var/lib/node_exporter/textfile_collector/sightline-reloaded.prom").is_some()
+    });
+    // A broken configuration on reload is reported and the old one kept.
+    c.write_file("/etc/sightline/config.toml", "[daemon]\nrecheck_interval_secs = 5\n", 0o644);
+    assert!(c.exec(&["systemctl", "reload", "sightline.service"]).status.success());
+    wait_until("the reload error in status", Duration::from_secs(10), || {
+        c.read_file("/run/sightline/status.json").is_some_and(|s| s.contains("configuration reload failed") && s.contains("config.toml:2:1"))
+    });
+    assert_eq!(active(&c, "sightline"), "active", "a bad reload does not stop the daemon");
     // SIGTERM stops it cleanly.
     let out = c.exec(&["systemctl", "stop", "sightline.service"]);
     assert!(out.status.success());
