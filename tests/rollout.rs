@@ -351,22 +351,38 @@ fn the_api_requires_the_client_certificate() {
 #[test]
 fn airgapped_charts_are_copied_for_k3s_to_serve() {
     let (root, _fake) = setup("pi4", "[bundle]\nairgap_charts_dir = \"/srv/charts\"");
-    let idx: toml::Table = toml::from_str(&std::fs::read_to_string(repo().join("files/bundle/index.toml")).unwrap()).unwrap();
+    let idx: toml::Table =
+        toml::from_str(&std::fs::read_to_string(repo().join("files/bundle/index.toml")).unwrap())
+            .unwrap();
     let mut archives = Vec::new();
     for (_, c) in idx["charts"].as_table().unwrap() {
-        let name = format!("{}-{}.tgz", c["chart"].as_str().unwrap(), c["version"].as_str().unwrap());
-        write(root.path(), &format!("/srv/charts/{name}"), &format!("chart archive {name}"));
+        let name = format!(
+            "{}-{}.tgz",
+            c["chart"].as_str().unwrap(),
+            c["version"].as_str().unwrap()
+        );
+        write(
+            root.path(),
+            &format!("/srv/charts/{name}"),
+            &format!("chart archive {name}"),
+        );
         archives.push(name);
     }
     let (code, log) = apply(root.path());
     assert_eq!(code, Some(0), "{log}");
     for a in &archives {
         assert_eq!(
-            read(root.path(), &format!("/var/lib/rancher/k3s/server/static/charts/{a}")),
+            read(
+                root.path(),
+                &format!("/var/lib/rancher/k3s/server/static/charts/{a}")
+            ),
             format!("chart archive {a}"),
             "{a} copied"
         );
     }
     let loki = read(root.path(), &format!("/{MANIFESTS}/sightline-20-loki.yaml"));
-    assert!(loki.contains("https://%{KUBERNETES_API}%/static/charts/loki-"), "{loki}");
+    assert!(
+        loki.contains("https://%{KUBERNETES_API}%/static/charts/loki-"),
+        "{loki}"
+    );
 }

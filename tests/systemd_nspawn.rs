@@ -328,16 +328,39 @@ fn the_daemon_reaches_ready_survives_its_watchdog_and_repairs_drift_within_a_sec
     );
     let out = c.exec(&["systemctl", "reload", "sightline.service"]);
     assert!(out.status.success(), "{}", show(&out));
-    wait_until("metrics at the reloaded path", Duration::from_secs(10), || {
-        c.read_file("/var/lib/node_exporter/textfile_collector/sightline-reloaded.prom").is_some()
-    });
+    wait_until(
+        "metrics at the reloaded path",
+        Duration::from_secs(10),
+        || {
+            c.read_file("/var/lib/node_exporter/textfile_collector/sightline-reloaded.prom")
+                .is_some()
+        },
+    );
     // A broken configuration on reload is reported and the old one kept.
-    c.write_file("/etc/sightline/config.toml", "[daemon]\nrecheck_interval_secs = 5\n", 0o644);
-    assert!(c.exec(&["systemctl", "reload", "sightline.service"]).status.success());
-    wait_until("the reload error in status", Duration::from_secs(10), || {
-        c.read_file("/run/sightline/status.json").is_some_and(|s| s.contains("configuration reload failed") && s.contains("config.toml:2:1"))
-    });
-    assert_eq!(active(&c, "sightline"), "active", "a bad reload does not stop the daemon");
+    c.write_file(
+        "/etc/sightline/config.toml",
+        "[daemon]\nrecheck_interval_secs = 5\n",
+        0o644,
+    );
+    assert!(
+        c.exec(&["systemctl", "reload", "sightline.service"])
+            .status
+            .success()
+    );
+    wait_until(
+        "the reload error in status",
+        Duration::from_secs(10),
+        || {
+            c.read_file("/run/sightline/status.json").is_some_and(|s| {
+                s.contains("configuration reload failed") && s.contains("config.toml:2:1")
+            })
+        },
+    );
+    assert_eq!(
+        active(&c, "sightline"),
+        "active",
+        "a bad reload does not stop the daemon"
+    );
     // SIGTERM stops it cleanly.
     let out = c.exec(&["systemctl", "stop", "sightline.service"]);
     assert!(out.status.success());
@@ -481,4 +504,32 @@ fn a_non_root_caller_gets_a_clear_error() {
         "{err}"
     );
     assert!(c.read_file(POLICY).is_none(), "nothing written");
+}
+
+#[test]
+fn a_stopped_k3s_is_not_started_and_loads_the_files_when_it_starts() {
+    let Some(c) = boot("stopped-k3s", "") else {
+        return;
+    };
+    c.sh_ok("systemctl stop k3s");
+    let out = sightline_ok(&c, &["apply", "--host-only"]);
+    assert!(
+        out.contains("k3s.service is inactive; it loads the audit settings when it starts"),
+        "{out}"
+    );
+    assert_eq!(active(&c, "k3s"), "inactive", "sightline did not start it");
+    // When the operator starts k3s, it loads the new files; the owed
+    // restart is then recognised as done, not repeated.
+    c.sh_ok("systemctl start k3s");
+    let id = prop(&c, "k3s", "InvocationID");
+    let out = sightline_ok(&c, &["apply", "--host-only"]);
+    assert!(
+        out.contains("started after the files were written"),
+        "{out}"
+    );
+    assert_eq!(prop(&c, "k3s", "InvocationID"), id, "no restart");
+    assert_eq!(
+        ok_starts(&c).last().unwrap()["audit_policy_sha256"],
+        sha(&builtin_policy())
+    );
 }

@@ -212,11 +212,19 @@ pub async fn converge_to<O: Ops>(
                 } else if let Some(mut j) = journal.take() {
                     j.written_at_us = state.k3s.written_at_us.unwrap_or_else(now_us);
                     j.save(root, c)?;
-                    match restart_with_rollback(ops, root, c, state, j).await {
-                        Ok(()) => "done".into(),
-                        Err(err) => {
-                            failures.push(format!("{err:#}"));
-                            "failed: rolled back".into()
+                    // Never start a k3s someone stopped: it reads the new
+                    // files when it starts, and the restart stays owed.
+                    let status = ops.unit_status(unit).await?;
+                    if let Some(why) = not_running(unit, &status) {
+                        j.finish(root, c)?;
+                        why
+                    } else {
+                        match restart_with_rollback(ops, root, c, state, j).await {
+                            Ok(()) => "done".into(),
+                            Err(err) => {
+                                failures.push(format!("{err:#}"));
+                                "failed: rolled back".into()
+                            }
                         }
                     }
                 } else if already_loaded(ops, c, state).await {
@@ -269,21 +277,8 @@ async fn run_pending_restart<O: Ops>(
 ) -> Result<String> {
     let c = &cfg.config;
     let status = ops.unit_status(&c.k3s.unit).await?;
-    if status.load_state != "loaded" {
-        anyhow::bail!(
-            "{} is not installed ({}); cannot restart it",
-            c.k3s.unit,
-            status.load_state
-        );
-    }
-    if status.active_state != "active"
-        && status.active_state != "activating"
-        && status.active_state != "reloading"
-    {
-        return Ok(format!(
-            "skipped: {} is {}; it loads the audit settings when it starts",
-            c.k3s.unit, status.active_state
-        ));
+    if let Some(why) = not_running(&c.k3s.unit, &status) {
+        return Ok(why);
     }
     // The previous configuration k3s ran is unknown here (it predates this
     // run), so a failed restart rolls back to "no audit files".
@@ -306,6 +301,22 @@ async fn run_pending_restart<O: Ops>(
     j.save(root, c)?;
     restart_with_rollback(ops, root, c, state, j).await?;
     Ok("done".into())
+}
+
+/// Why a unit is not to be restarted now: not installed, or stopped.
+fn not_running(unit: &str, status: &super::ops::UnitStatus) -> Option<String> {
+    if status.load_state != "loaded" {
+        return Some(format!(
+            "skipped: {unit} is not installed ({})",
+            status.load_state
+        ));
+    }
+    match status.active_state.as_str() {
+        "active" | "activating" | "reloading" => None,
+        other => Some(format!(
+            "skipped: {unit} is {other}; it loads the audit settings when it starts"
+        )),
+    }
 }
 
 async fn run_simple<O: Ops>(ops: &O, e: &Effect) -> Result<String> {
