@@ -160,6 +160,18 @@ pub fn apply(ctx: &Ctx, no_restart: bool, host_only: bool, redecide: bool) -> Re
         true,
     ))?;
     crate::daemon::cycle::publish_cluster(ctx, &cfg, &cluster);
+    if let ClusterOutcome::Rollout(r) = &cluster {
+        println!("\nstages:");
+        for st in &r.stages {
+            println!(
+                "  {:<26} {:<8} {:>6.1}s  {}",
+                st.name,
+                st.state.name(),
+                st.elapsed_s,
+                st.detail.as_deref().unwrap_or("")
+            );
+        }
+    }
     println!("{}", cluster.line());
     Ok(match &cluster {
         ClusterOutcome::Skipped { .. } => EXIT_OK,

@@ -69,9 +69,18 @@ pub fn warnings(cfg: &LoadedConfig, facts: &Facts, d: &Decisions) -> Vec<String>
 pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
     let cfg = crate::config::load(&ctx.root)?;
     let facts = Facts::detect(&ctx.root);
-    let state = State::load(&ctx.root, &cfg.config).unwrap_or_default();
+    let (state, unreadable) = match State::load(&ctx.root, &cfg.config) {
+        Ok(s) => (s, None),
+        Err(e) => (
+            State::default(),
+            Some(format!(
+                "{e:#}; the tier shown is measured now, not the one sightline keeps"
+            )),
+        ),
+    };
     let d = Decisions::make(&cfg, &facts, state.tier.as_ref());
-    let w = warnings(&cfg, &facts, &d);
+    let mut w = warnings(&cfg, &facts, &d);
+    w.extend(unreadable);
     if json_out {
         println!(
             "{}",

@@ -147,7 +147,14 @@ impl State {
     /// Loads the state, or an empty one when there is none yet.
     pub fn load(root: &Sysroot, cfg: &Config) -> Result<State> {
         let path = Self::path(cfg);
-        match root.read_to_string(&path).with_context(|| format!("reading {path}"))? {
+        let text = root.read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                anyhow::anyhow!("reading {path}: permission denied; sightline's state is readable by root only, so run this with sudo")
+            } else {
+                anyhow::Error::new(e).context(format!("reading {path}"))
+            }
+        })?;
+        match text {
             None => Ok(State::default()),
             Some(text) => serde_json::from_str(&text).with_context(|| {
                 format!("{path} is corrupt; move it aside to start over (sightline then re-adopts the files it finds)")
