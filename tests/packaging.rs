@@ -143,11 +143,11 @@ fn exists(c: &Container, path: &str) -> bool {
 fn mount_options(c: &Container, pid: &str, mountpoint: &str) -> String {
     let info = c.sh_ok(&format!("cat /proc/{pid}/mountinfo"));
     info.lines()
-        .filter_map(|l| {
+        .rev()
+        .find_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             (f.len() > 5 && f[4] == mountpoint).then(|| f[5].to_string())
         })
-        .last()
         .unwrap_or_else(|| panic!("{mountpoint} is not a mount point for PID {pid}:\n{info}"))
 }
 
