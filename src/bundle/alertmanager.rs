@@ -28,8 +28,7 @@ pub fn receiver_names(a: &AlertingConfig) -> Vec<&'static str> {
 /// Alerts that signal a node is gone.
 const NODE_DOWN: &str = "NodeNotReady|KubeNodeNotReady|KubeNodeUnreachable";
 /// Alerts about pods, which a down node explains.
-const POD_ALERTS: &str =
-    "PodCrashLooping|PodOOMKilled|PodNotReady|DeploymentReplicasMismatch|KubePod.*|KubeContainer.*";
+const POD_ALERTS: &str = "PodCrashLooping|PodOOMKilled|PodNotReady|KubePod.*|KubeContainer.*";
 
 /// The configuration as a JSON value (Alertmanager reads JSON as YAML).
 pub fn config(a: &AlertingConfig, smtp_password: Option<&str>) -> Value {
