@@ -107,8 +107,12 @@ async fn run_async(ctx: &Ctx) -> Result<u8> {
                         cycle::publish_cluster(ctx, &cfg, &outcome);
                     }
                     Ok(Err(e)) => {
-                        error!(error = %format!("{e:#}"), "cluster pass failed");
-                        cycle::record_error(ctx, &cfg, &format!("cluster: {e:#}"));
+                        let msg = format!("{e:#}");
+                        error!(error = %msg, "cluster pass failed");
+                        cycle::record_error(ctx, &cfg, &format!("cluster: {msg}"));
+                        if let Some(code) = sandbox_stale(&msg) {
+                            return Ok(code);
+                        }
                     }
                     Err(e) => error!(error = %e, "cluster task panicked"),
                 }
@@ -181,8 +185,14 @@ fn log_outcome(o: &cycle::Outcome) {
 /// sandbox was set up before a path it needs existed. Exiting lets systemd
 /// (Restart=on-failure) start a fresh one.
 fn fatal(o: &cycle::Outcome) -> Option<u8> {
-    let e = o.error.as_deref()?;
-    if e.contains("Read-only file system") {
+    sandbox_stale(o.error.as_deref()?)
+}
+
+/// k3s creates its manifests directory on first start; when sightline
+/// started before that, its `-`-prefixed ReadWritePaths entry was skipped
+/// and the directory is read-only in this sandbox.
+fn sandbox_stale(error: &str) -> Option<u8> {
+    if error.contains("Read-only file system") {
         error!(
             "a path sightline writes is read-only in this sandbox (it appeared after sightline started); exiting so systemd restarts sightline with a fresh sandbox"
         );

@@ -282,6 +282,8 @@ def main():
         "audit_policy_file": None,
         "audit_policy_sha256": None,
     }
+    # Like k3s, create the auto-deploy manifests directory at start.
+    os.makedirs("/var/lib/rancher/k3s/server/manifests", exist_ok=True)
     try:
         files, config = load_config()
         entry["config_files"] = files
