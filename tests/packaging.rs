@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::nspawn::{Container, Rootfs, install_standin_k3s, show, wait_until};
-use common::{repo, tool};
+use common::{available, repo, tool};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const TEST_CONFIG: &str = "[k3s]\nready_timeout_seconds = 30\n";
@@ -878,19 +878,10 @@ fn trixie_cloud_init() -> bool {
                 .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache"))
                 .join("sightline")
         });
-    let found = cache.join("cloud-init-trixie/.ok").is_file();
-    if !found {
-        if std::env::var("SIGHTLINE_ALLOW_MISSING_TOOLS").as_deref() == Ok("1") {
-            eprintln!(
-                "!!!!! cloud-init 25 (trixie) is not set up: SKIPPING its check (SIGHTLINE_ALLOW_MISSING_TOOLS=1) !!!!!"
-            );
-        } else {
-            panic!(
-                "cloud-init 25 (trixie) is not set up; run scripts/test-deps (or set SIGHTLINE_ALLOW_MISSING_TOOLS=1 to skip external checks)"
-            );
-        }
-    }
-    found
+    available(
+        cache.join("cloud-init-trixie/.ok").is_file(),
+        "cloud-init 25 (trixie) is not set up",
+    )
 }
 
 #[test]

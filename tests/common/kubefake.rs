@@ -62,60 +62,16 @@ fn sha(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
-/// TLS material for a k3s server: written under ROOT/var/lib/rancher/k3s/server/tls.
-pub struct Pki {
-    server_ca: String,
-    serving_cert: String,
-    serving_key: String,
-    client_ca: String,
-}
-
-/// Generates a server CA, a serving cert for 127.0.0.1, a client CA and the
-/// admin client cert, and writes the client side where sightline looks.
-pub fn pki(root: &Path) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let ca = |cn: &str| {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-        ];
-        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-    };
-    let server_ca = ca("k3s-server-ca");
-    let client_ca = ca("k3s-client-ca");
-    let mut p =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    p.distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let serving_key = KeyPair::generate().unwrap();
-    let serving = p.signed_by(&serving_key, &server_ca).unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name
-        .push(DnType::CommonName, "system:admin");
-    p.distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let admin_key = KeyPair::generate().unwrap();
-    let admin = p.signed_by(&admin_key, &client_ca).unwrap();
+/// Generates a k3s-like PKI and writes the client side where sightline
+/// looks for it (ROOT/var/lib/rancher/k3s/server/tls).
+pub fn pki(root: &Path) -> super::pki::Pki {
+    let pki = super::pki::generate();
     let tls = root.join("var/lib/rancher/k3s/server/tls");
     std::fs::create_dir_all(&tls).unwrap();
-    std::fs::write(tls.join("server-ca.crt"), server_ca.pem()).unwrap();
-    std::fs::write(tls.join("client-admin.crt"), admin.pem()).unwrap();
-    std::fs::write(tls.join("client-admin.key"), admin_key.serialize_pem()).unwrap();
-    Pki {
-        server_ca: server_ca.pem(),
-        serving_cert: serving.pem(),
-        serving_key: serving_key.serialize_pem(),
-        client_ca: client_ca.pem(),
-    }
+    std::fs::write(tls.join("server-ca.crt"), &pki.server_ca).unwrap();
+    std::fs::write(tls.join("client-admin.crt"), &pki.admin_cert).unwrap();
+    std::fs::write(tls.join("client-admin.key"), &pki.admin_key).unwrap();
+    pki
 }
 
 impl KubeFake {
@@ -151,7 +107,7 @@ impl KubeFake {
 }
 
 async fn serve(
-    pki: Pki,
+    pki: super::pki::Pki,
     manifests: PathBuf,
     scenario: Arc<Mutex<Scenario>>,
     port_tx: std::sync::mpsc::Sender<u16>,
@@ -179,7 +135,6 @@ async fn serve(
         )
         .unwrap();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let _ = pki.server_ca;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     port_tx.send(listener.local_addr().unwrap().port()).unwrap();

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kubefake;
+pub mod pki;
 
 pub mod nspawn;
 
@@ -144,14 +145,18 @@ pub fn tool(name: &str) -> bool {
         .arg(format!("command -v {name}"))
         .output()
         .is_ok_and(|o| o.status.success());
+    available(found, &format!("{name} is not installed"))
+}
+
+/// The one policy for missing external validators: fail with `why`, unless
+/// SIGHTLINE_ALLOW_MISSING_TOOLS=1, where the check is skipped loudly.
+pub fn available(found: bool, why: &str) -> bool {
     if !found {
         if std::env::var("SIGHTLINE_ALLOW_MISSING_TOOLS").as_deref() == Ok("1") {
-            eprintln!(
-                "!!!!! {name} is not installed: SKIPPING its check (SIGHTLINE_ALLOW_MISSING_TOOLS=1) !!!!!"
-            );
+            eprintln!("!!!!! {why}: SKIPPING this check (SIGHTLINE_ALLOW_MISSING_TOOLS=1) !!!!!");
         } else {
             panic!(
-                "{name} is not installed; run scripts/test-deps (or set SIGHTLINE_ALLOW_MISSING_TOOLS=1 to skip external checks)"
+                "{why}; run scripts/test-deps (or set SIGHTLINE_ALLOW_MISSING_TOOLS=1 to skip external checks)"
             );
         }
     }

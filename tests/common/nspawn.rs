@@ -520,7 +520,7 @@ pub fn install_standin_k3s(rootfs: &impl Rootfs) -> StandinPki {
         .create(rootfs.host_path("/etc/rancher/k3s"))
         .unwrap();
 
-    let pki = make_pki();
+    let pki = super::pki::generate();
     let f = |name: &str| format!("{K3S_TLS}/{name}");
     rootfs.write_file(&f("server-ca.crt"), &pki.server_ca, 0o644);
     rootfs.write_file(&f("serving-kube-apiserver.crt"), &pki.serving_cert, 0o644);
@@ -537,65 +537,6 @@ pub fn install_standin_k3s(rootfs: &impl Rootfs) -> StandinPki {
         client_ca: pki.client_ca,
         admin_cert: pki.admin_cert,
         admin_key: pki.admin_key,
-    }
-}
-
-struct Pki {
-    server_ca: String,
-    serving_cert: String,
-    serving_key: String,
-    client_ca: String,
-    admin_cert: String,
-    admin_key: String,
-}
-
-fn make_pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-        IsCa, KeyPair, KeyUsagePurpose,
-    };
-    let ca = |cn: &str| {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.distinguished_name.push(DnType::CommonName, cn);
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-        ];
-        CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
-    };
-    let server_ca = ca("k3s-server-ca");
-    let client_ca = ca("k3s-client-ca");
-
-    let mut p =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    p.distinguished_name
-        .push(DnType::CommonName, "kube-apiserver");
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    p.use_authority_key_identifier_extension = true;
-    let serving_key = KeyPair::generate().unwrap();
-    let serving = p.signed_by(&serving_key, &server_ca).unwrap();
-
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.distinguished_name
-        .push(DnType::CommonName, "system:admin");
-    p.distinguished_name
-        .push(DnType::OrganizationName, "system:masters");
-    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    p.use_authority_key_identifier_extension = true;
-    let admin_key = KeyPair::generate().unwrap();
-    let admin = p.signed_by(&admin_key, &client_ca).unwrap();
-
-    Pki {
-        server_ca: server_ca.pem(),
-        serving_cert: serving.pem(),
-        serving_key: serving_key.serialize_pem(),
-        client_ca: client_ca.pem(),
-        admin_cert: admin.pem(),
-        admin_key: admin_key.serialize_pem(),
     }
 }
 
