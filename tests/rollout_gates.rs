@@ -153,3 +153,39 @@ fn pod_waiting_reasons_are_reported() {
     let p = gates::pod_problems(&pods);
     assert!(p.iter().any(|x| x.contains("ImagePullBackOff")), "{p:?}");
 }
+
+#[test]
+fn addon_checksum_is_the_sha256_of_the_file_k3s_applied() {
+    use sha2::{Digest, Sha256};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/kube");
+    let sha = |f: &str| hex::encode(Sha256::digest(std::fs::read(dir.join(f)).unwrap()));
+    let addons = items("addons.json");
+    for (addon, file) in [
+        (
+            "sightline-10-namespaces",
+            "stage-sightline-10-namespaces.yaml",
+        ),
+        ("sightline-20-loki", "stage-sightline-20-loki.yaml"),
+    ] {
+        assert_eq!(
+            gates::addon(Some(named(&addons, addon)), &[], &sha(file), ""),
+            Gate::Ok,
+            "{file}"
+        );
+    }
+    // The later, rejected edit keeps the old checksum, and the event says why.
+    let events = items("events-addon-failed.json");
+    let bad = sha("stage-sightline-20-loki-bad.yaml");
+    match gates::addon(
+        Some(named(&addons, "sightline-20-loki")),
+        &events,
+        &bad,
+        "2026-08-20T09:00:00Z",
+    ) {
+        Gate::Failed(m) => assert!(
+            m.contains("ApplyManifestFailed") || m.contains("ValidateManifestFailed"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
