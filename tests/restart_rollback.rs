@@ -225,33 +225,36 @@ fn rejected_change_rolls_back_and_daemon_does_not_retry() {
     });
 }
 
+/// Leaves the root as a run killed after writing `policy` and before the
+/// readiness check: journal in Restarting, written "in the future" so k3s's
+/// start time cannot count as having loaded it.
+fn interrupted_restart(e: &Env, paths: &[&str], policy: &str) -> sightline::config::LoadedConfig {
+    let cfg = config::load(&e.root).unwrap();
+    let paths: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+    let mut j = Journal::begin(
+        &e.root,
+        &cfg.config,
+        &paths,
+        Default::default(),
+        None,
+        Some("new".into()),
+    )
+    .unwrap();
+    write(e.root.root(), POLICY, policy);
+    j.written_at_us = sightline::engine::converge::now_us() + 10_000_000;
+    j.set_phase(&e.root, &cfg.config, Phase::Restarting)
+        .unwrap();
+    cfg
+}
+
 #[test]
 fn interrupted_restart_is_finished_on_next_start() {
     let e = env("pi4", "");
     let ops = FakeK3s::new(e.root.root());
     rt().block_on(async {
-        // Simulate a run killed after writing the files and before the
-        // readiness check: files written, journal in Restarting, k3s still
-        // running the old (no) configuration.
-        let cfg = config::load(&e.root).unwrap();
-        let j = Journal::begin(
-            &e.root,
-            &cfg.config,
-            &[POLICY.into(), DROPIN.into()],
-            Default::default(),
-            None,
-            Some("new".into()),
-        )
-        .unwrap();
-        write(
-            e.root.root(),
-            POLICY,
-            &std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap(),
-        );
-        let mut j = j;
-        j.written_at_us = sightline::engine::converge::now_us() + 10_000_000;
-        j.set_phase(&e.root, &cfg.config, Phase::Restarting)
-            .unwrap();
+        // k3s still runs the old (no) configuration.
+        let policy = std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap();
+        let cfg = interrupted_restart(&e, &[POLICY, DROPIN], &policy);
         let r = apply(&e, &ops, false).await.unwrap();
         assert!(
             r.recovered
@@ -274,25 +277,11 @@ fn interrupted_restart_that_fails_is_rolled_back() {
     let e = env("pi4", "");
     let ops = FakeK3s::new(e.root.root());
     rt().block_on(async {
-        let cfg = config::load(&e.root).unwrap();
-        let j = Journal::begin(
-            &e.root,
-            &cfg.config,
-            &[POLICY.into()],
-            Default::default(),
-            None,
-            Some("new".into()),
-        )
-        .unwrap();
-        write(
-            e.root.root(),
-            POLICY,
+        interrupted_restart(
+            &e,
+            &[POLICY],
             "# REJECT\napiVersion: audit.k8s.io/v1\nkind: Policy\nrules: [{level: None}]\n",
         );
-        let mut j = j;
-        j.written_at_us = sightline::engine::converge::now_us() + 10_000_000;
-        j.set_phase(&e.root, &cfg.config, Phase::Restarting)
-            .unwrap();
         let cfg2 = config::load(&e.root).unwrap();
         let facts = Facts::detect(&e.root);
         let mut st = State::load(&e.root, &cfg2.config).unwrap();

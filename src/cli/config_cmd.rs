@@ -53,7 +53,7 @@ pub fn render(cfg: &LoadedConfig) -> Result<String> {
             out.push_str(&line(cfg, &format!("{name}.{k}"), k, v));
         }
         for unset in unset_keys(&name) {
-            if !t.contains_key(*unset) {
+            if !t.contains_key(unset) {
                 out.push_str(&format!("# {unset} = (unset)\n"));
             }
         }
@@ -69,19 +69,8 @@ fn line(cfg: &LoadedConfig, dotted: &str, key: &str, v: &toml::Value) -> String 
     format!("{key} = {v}  # {origin}\n")
 }
 
-fn unset_keys(section: &str) -> &'static [&'static str] {
-    match section {
-        "alerting" => &[
-            "ntfy_url",
-            "discord_webhook_url",
-            "email_to",
-            "smtp_smarthost",
-            "smtp_from",
-            "smtp_auth_username",
-            "smtp_auth_password_file",
-        ],
-        "audit" => &["policy_source"],
-        "bundle" => &["airgap_charts_dir"],
-        _ => &[],
-    }
+fn unset_keys(section: &str) -> impl Iterator<Item = &'static str> + '_ {
+    crate::config::OPTIONAL_KEYS
+        .iter()
+        .filter_map(move |k| k.strip_prefix(section)?.strip_prefix('.'))
 }

@@ -44,6 +44,20 @@ pub enum NetworkPolicyChoice {
     Off,
 }
 
+/// Keys that are unset by default (`section.key`): they do not appear when
+/// the defaults are serialized, so listings name them explicitly.
+pub const OPTIONAL_KEYS: [&str; 9] = [
+    "audit.policy_source",
+    "alerting.ntfy_url",
+    "alerting.discord_webhook_url",
+    "alerting.email_to",
+    "alerting.smtp_smarthost",
+    "alerting.smtp_from",
+    "alerting.smtp_auth_username",
+    "alerting.smtp_auth_password_file",
+    "bundle.airgap_charts_dir",
+];
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
