@@ -1,7 +1,5 @@
 //! `sightline plan`, `apply` and `uninstall`.
 
-use std::time::Duration;
-
 use anyhow::{Context, Result};
 
 use super::{Ctx, EXIT_CHANGES, EXIT_CLUSTER_PENDING, EXIT_OK};
@@ -13,9 +11,6 @@ use crate::lock::Lock;
 use crate::rollout::Progress;
 use crate::rollout::RolloutResult;
 use crate::rollout::pass::ClusterOutcome;
-
-/// How long a CLI run waits for the daemon to finish a converge.
-const LOCK_WAIT: Duration = Duration::from_secs(60);
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
@@ -193,7 +188,10 @@ pub fn apply(ctx: &Ctx, no_restart: bool, host_only: bool, redecide: bool) -> Re
 pub fn uninstall(ctx: &Ctx, no_restart: bool) -> Result<u8> {
     ctx.require_root_user("uninstall")?;
     let cfg = crate::config::load(&ctx.root)?;
-    let _lock = Lock::acquire(&ctx.root.path(cfg.config.lock_path()), LOCK_WAIT)?;
+    let _lock = Lock::acquire(
+        &ctx.root.path(cfg.config.lock_path()),
+        crate::daemon::cycle::CLI_LOCK_WAIT,
+    )?;
     let facts = Facts::detect(&ctx.root);
     let rt = runtime()?;
     let report = rt.block_on(async {

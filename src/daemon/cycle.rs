@@ -46,7 +46,7 @@ pub struct Outcome {
 /// How long the daemon waits for a CLI run to release the lock.
 const DAEMON_LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
 /// How long the CLI waits for the daemon.
-const CLI_LOCK_WAIT: Duration = Duration::from_secs(60);
+pub const CLI_LOCK_WAIT: Duration = Duration::from_secs(60);
 
 /// Takes the shared lock, converges, and writes status and metrics.
 pub async fn converge_once(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Outcome {

@@ -59,12 +59,6 @@ pub struct ConvergeReport {
     pub effects_skipped_because: Option<String>,
 }
 
-/// Computes the host plan for `cfg` and `facts` without changing anything.
-pub fn host_plan(root: &Sysroot, cfg: &LoadedConfig, facts: &Facts, state: &State) -> Result<Plan> {
-    let desired = DesiredState::compute(root, &cfg.config, facts).map_err(anyhow::Error::msg)?;
-    plan(root, &cfg.config, &desired, state)
-}
-
 /// The decisions for this run, recording a new automatic tier decision.
 pub fn decisions(
     cfg: &LoadedConfig,

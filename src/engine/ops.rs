@@ -68,11 +68,6 @@ impl LiveOps {
         })
     }
 
-    /// The systemd client.
-    pub fn systemd(&self) -> &crate::systemd::SystemdClient {
-        &self.systemd
-    }
-
     fn api(&self) -> Result<&crate::k3s::K3sApi, String> {
         if let Some(a) = self.api.get() {
             return Ok(a);

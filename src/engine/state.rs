@@ -87,9 +87,6 @@ pub struct StageRecord {
     pub sha256: String,
     /// Last known health.
     pub state: String,
-    /// HelmChart names in the stage.
-    #[serde(default)]
-    pub helmcharts: Vec<String>,
     /// REST paths of the stage's objects, to wait for their deletion on prune.
     #[serde(default)]
     pub objects: Vec<String>,

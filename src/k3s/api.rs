@@ -103,11 +103,6 @@ impl K3sApi {
         })
     }
 
-    /// The API base URL.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// GET a path and return the body text.
     pub async fn get_text(&self, path: &str) -> Result<String, ApiError> {
         let url = format!("{}{path}", self.base);

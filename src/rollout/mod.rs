@@ -11,7 +11,6 @@ pub mod kube;
 pub mod pass;
 pub mod progress;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -215,20 +214,22 @@ impl Rollout<'_> {
                 });
             }
         }
+        // One read of each stage file per pass: writing stage N never
+        // changes whether stage N+1 is already in place.
+        let current: Vec<bool> = self.stages.iter().map(|s| self.is_current(s)).collect();
         for (i, stage) in self.stages.iter().enumerate() {
             // Wait for health when this stage changes now, or when the next
             // one still has to be written; otherwise one look is enough.
-            let wait = !self.is_current(stage)
-                || self.stages.get(i + 1).is_none_or(|n| !self.is_current(n));
-            let r = self.stage(api, stage, wait).await?;
+            let wait = !current[i] || current.get(i + 1).is_none_or(|c| !c);
+            let r = self.stage(api, stage, current[i], wait).await?;
             let failed = r.state == StageState::Failed;
             let reason = r.detail.clone().unwrap_or_default();
             reports.push(r);
             if failed {
-                for later in &self.stages[i + 1..] {
+                for (later, &in_place) in self.stages[i + 1..].iter().zip(&current[i + 1..]) {
                     reports.push(StageReport {
                         name: later.stage.name.clone(),
-                        state: if self.is_current(later) {
+                        state: if in_place {
                             StageState::Waiting
                         } else {
                             StageState::Pending
@@ -299,12 +300,17 @@ impl Rollout<'_> {
         Ok(())
     }
 
-    async fn stage(&self, api: &K3sApi, s: &RenderedStage, wait: bool) -> Result<StageReport> {
+    async fn stage(
+        &self,
+        api: &K3sApi,
+        s: &RenderedStage,
+        current: bool,
+        wait: bool,
+    ) -> Result<StageReport> {
         let start = Instant::now();
         let name = &s.stage.name;
         let host_path = self.stage_host_path(&s.file_name);
         let sha = sha256_hex(&s.content);
-        let current = self.is_current(s);
         let mut job_uid_before = None;
         let written_at;
         if current {
@@ -342,7 +348,6 @@ impl Rollout<'_> {
                     file: s.file_name.clone(),
                     sha256: sha.clone(),
                     state: StageState::Waiting.name().into(),
-                    helmcharts: s.helmchart.iter().cloned().collect(),
                     objects: object_paths(&s.content),
                 },
             );
@@ -665,17 +670,4 @@ pub fn status_of(report: &RolloutReport) -> Vec<crate::daemon::status::StageStat
             detail: s.detail.clone(),
         })
         .collect()
-}
-
-/// Counts of stage states, for a one-line summary.
-pub fn summary(report: &RolloutReport) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in &report.stages {
-        *counts.entry(s.state.name()).or_default() += 1;
-    }
-    counts
-        .iter()
-        .map(|(k, v)| format!("{v} {k}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -200,11 +200,6 @@ impl SystemdClient {
             .await
             .context("reading RuntimeWatchdogUSec")
     }
-
-    /// Reads the manager's RuntimeWatchdogUSec.
-    pub async fn runtime_watchdog(&self) -> Result<u64> {
-        Ok(self.manager().await?.runtime_watchdog_usec().await?)
-    }
 }
 
 /// Fails unless a job result is `done`.
