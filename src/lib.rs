@@ -16,12 +16,15 @@
 //! | [`throttle`] | the Raspberry Pi throttle collector |
 //! | [`cli`] | the command line |
 
+pub mod agent;
 pub mod atomic;
 pub mod bundle;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decide;
+pub mod digest;
 pub mod effects;
 pub mod engine;
 pub mod facts;
@@ -30,6 +33,7 @@ pub mod k3s;
 pub mod lock;
 pub mod logging;
 pub mod rollout;
+pub mod state;
 pub mod sysroot;
 pub mod systemd;
 pub mod throttle;

@@ -238,9 +238,9 @@ fn pi4_apply_writes_every_file_with_content_and_mode() {
     );
     assert!(
         read(r, SERVICE_DROPIN)
-            .ends_with("[Service]\nReadWritePaths=/var/lib/node_exporter/textfile_collector\n")
+            .ends_with("[Service]\nReadWritePaths=/run/node_exporter/textfile_collector\n")
     );
-    assert_eq!(mode(r, "/var/lib/node_exporter/textfile_collector"), 0o755);
+    assert_eq!(mode(r, "/run/node_exporter/textfile_collector"), 0o755);
     assert_eq!(mode(r, STATE), 0o600);
 
     for effect in [
@@ -287,7 +287,6 @@ fn agent_and_no_k3s_get_no_audit_files() {
         let allowed = |p: &std::path::Path| {
             p.starts_with("run")
                 || p.starts_with("var/lib/sightline")
-                || p.starts_with("var/lib/node_exporter")
                 || p == std::path::Path::new("var/lib/")
                 || p == std::path::Path::new("var/")
         };
@@ -542,7 +541,7 @@ fn collect(root: &std::path::Path, word: &str) -> String {
     ok(root, &["collect-throttle"]);
     read(
         root,
-        "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom",
+        "/run/node_exporter/textfile_collector/rpi_throttle.prom",
     )
 }
 
@@ -555,7 +554,7 @@ fn gauge(text: &str, name: &str) -> Option<f64> {
 fn collector_decodes_throttle_words_and_promtool_accepts_them() {
     let root = fixture("pi4");
     let r = root.path();
-    std::fs::remove_dir_all(r.join("var/lib/node_exporter")).ok();
+    std::fs::remove_dir_all(r.join("run/node_exporter")).ok();
     let cases: [(&str, [u8; 8]); 3] = [
         ("0", [0, 0, 0, 0, 0, 0, 0, 0]),
         ("50005", [1, 1, 0, 0, 1, 1, 0, 0]),
@@ -591,7 +590,7 @@ fn collector_decodes_throttle_words_and_promtool_accepts_them() {
                 .args(["check", "metrics"])
                 .stdin(
                     std::fs::File::open(
-                        r.join("var/lib/node_exporter/textfile_collector/rpi_throttle.prom"),
+                        r.join("run/node_exporter/textfile_collector/rpi_throttle.prom"),
                     )
                     .unwrap(),
                 )
@@ -605,7 +604,7 @@ fn collector_decodes_throttle_words_and_promtool_accepts_them() {
             );
         }
     }
-    let leftovers: Vec<_> = std::fs::read_dir(r.join("var/lib/node_exporter/textfile_collector"))
+    let leftovers: Vec<_> = std::fs::read_dir(r.join("run/node_exporter/textfile_collector"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

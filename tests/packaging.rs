@@ -418,12 +418,15 @@ fn the_deb_installs_starts_hardened_restarts_on_upgrade_and_purges_only_its_own_
         "[Manager]\n",
         0o644,
     );
-    p.write_file(
-        "/var/lib/node_exporter/textfile_collector/other.prom",
-        "other 1\n",
-        0o644,
-    );
     let c = p.boot().unwrap_or_else(|s| panic!("{s}"));
+    // /run is a tmpfs of the booted container, so this one is written
+    // inside it.
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "mkdir -p /run/node_exporter/textfile_collector && echo 'other 1' > /run/node_exporter/textfile_collector/other.prom",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
     wait_until("k3s active", Duration::from_secs(30), || {
         prop(&c, "k3s", "ActiveState") == "active"
     });
@@ -530,8 +533,8 @@ fn the_deb_installs_starts_hardened_restarts_on_upgrade_and_purges_only_its_own_
         "/etc/systemd/system.conf.d/60-sightline-watchdog.conf",
         "/etc/systemd/system/sightline-throttle.timer.d/60-sightline.conf",
         "/etc/systemd/system/sightline-throttle.service.d/60-sightline.conf",
-        "/var/lib/node_exporter/textfile_collector/sightline.prom",
-        "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom",
+        "/run/node_exporter/textfile_collector/sightline.prom",
+        "/run/node_exporter/textfile_collector/rpi_throttle.prom",
     ] {
         if !exists(&c, f) {
             c.write_file(f, "# as sightline writes it\n", 0o644);
@@ -549,8 +552,8 @@ fn the_deb_installs_starts_hardened_restarts_on_upgrade_and_purges_only_its_own_
         "/etc/systemd/system/sightline-throttle.service.d",
         "/etc/systemd/system/timers.target.wants/sightline-throttle.timer",
         "/etc/systemd/system/multi-user.target.wants/sightline.service",
-        "/var/lib/node_exporter/textfile_collector/sightline.prom",
-        "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom",
+        "/run/node_exporter/textfile_collector/sightline.prom",
+        "/run/node_exporter/textfile_collector/rpi_throttle.prom",
     ] {
         assert!(!exists(&c, gone), "purge leaves {gone} behind");
     }
@@ -560,7 +563,7 @@ fn the_deb_installs_starts_hardened_restarts_on_upgrade_and_purges_only_its_own_
         "/etc/rancher/k3s",
         "/var/lib/rancher/k3s/server/tls/server-ca.crt",
         "/etc/systemd/system.conf.d/50-other.conf",
-        "/var/lib/node_exporter/textfile_collector/other.prom",
+        "/run/node_exporter/textfile_collector/other.prom",
     ] {
         assert!(
             exists(&c, kept),

@@ -104,7 +104,7 @@ fn every_stage_is_written_in_order_and_becomes_healthy() {
     );
     let prom = read(
         root.path(),
-        "/var/lib/node_exporter/textfile_collector/sightline.prom",
+        "/run/node_exporter/textfile_collector/sightline.prom",
     );
     assert!(
         prom.contains("sightline_stage_healthy{stage=\"loki\"} 1"),

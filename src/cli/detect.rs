@@ -3,12 +3,12 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::Ctx;
 use super::output::{bullet_list, kv};
+use crate::agent::Ctx;
 use crate::config::LoadedConfig;
 use crate::decide::{Decisions, gib};
-use crate::engine::State;
 use crate::facts::{Facts, K3sRole};
+use crate::state::State;
 
 /// Facts plus decisions as the JSON `detect --json` prints.
 pub fn to_json(facts: &Facts, d: &Decisions, warnings: &[String]) -> serde_json::Value {

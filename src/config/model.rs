@@ -191,7 +191,7 @@ impl Default for ThrottleConfig {
         ThrottleConfig {
             enabled: true,
             interval_seconds: 60,
-            output: "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom".into(),
+            output: "/run/node_exporter/textfile_collector/rpi_throttle.prom".into(),
         }
     }
 }
@@ -305,7 +305,7 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             recheck_interval_seconds: 300,
-            metrics_file: "/var/lib/node_exporter/textfile_collector/sightline.prom".into(),
+            metrics_file: "/run/node_exporter/textfile_collector/sightline.prom".into(),
         }
     }
 }

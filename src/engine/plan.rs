@@ -5,11 +5,11 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::sha256_hex;
-use super::state::{State, digest_of};
 use crate::config::Config;
+use crate::digest::{digest_of, sha256_hex};
 use crate::effects::{Effect, normalize};
 use crate::host::{Component, DesiredState, Requirement};
+use crate::state::State;
 use crate::sysroot::Sysroot;
 
 /// What happens to one path.
@@ -302,7 +302,7 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
             Requirement::TimerEnabled { unit } => {
                 // The link points at a host path, so it dangles under a
                 // scratch root: look at the link itself.
-                if std::fs::symlink_metadata(root.path(crate::host::throttle::wants_link()))
+                if std::fs::symlink_metadata(root.path(crate::host::throttle::wants_link(unit)))
                     .is_err()
                 {
                     pending.push(Effect::EnableTimer { unit: unit.clone() });

@@ -8,7 +8,6 @@
 
 pub mod gates;
 pub mod kube;
-pub mod pass;
 pub mod progress;
 
 use std::time::{Duration, Instant};
@@ -19,46 +18,17 @@ use serde_json::Value;
 
 use crate::atomic::{remove_file, write_atomic};
 use crate::bundle::RenderedStage;
+use crate::clock::now_rfc3339;
 use crate::config::Config;
-use crate::engine::state::StageRecord;
-use crate::engine::{State, now_rfc3339, sha256_hex};
+use crate::digest::sha256_hex;
 use crate::k3s::{ApiError, K3sApi};
 use crate::lock::Lock;
+use crate::state::{StageRecord, State};
 use crate::sysroot::Sysroot;
 use gates::Gate;
 pub use progress::Progress;
 
-/// A stage's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StageState {
-    /// Not written yet.
-    Pending,
-    /// Being written.
-    Applying,
-    /// Written; waiting for its gates.
-    Waiting,
-    /// All gates hold.
-    Healthy,
-    /// A gate failed or timed out.
-    Failed,
-    /// Removed after a tier or component change.
-    Pruned,
-}
-
-impl StageState {
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            StageState::Pending => "pending",
-            StageState::Applying => "applying",
-            StageState::Waiting => "waiting",
-            StageState::Healthy => "healthy",
-            StageState::Failed => "failed",
-            StageState::Pruned => "pruned",
-        }
-    }
-}
+pub use crate::state::StageState;
 
 /// What happened to one stage.
 #[derive(Debug, Clone, Serialize)]
@@ -90,6 +60,8 @@ pub enum RolloutResult {
     ApiUnreachable {
         /// Why.
         reason: String,
+        /// How long it was waited for, in milliseconds.
+        waited_ms: u64,
     },
 }
 
@@ -155,11 +127,15 @@ pub struct Rollout<'a> {
 }
 
 impl Rollout<'_> {
-    fn lock(&self) -> Result<Lock> {
+    /// The state lock, for the short writes of a stage file and its
+    /// record. Waiting for it never blocks the thread: the daemon's converge
+    /// runs on the same one and may hold the lock across a k3s restart.
+    async fn lock(&self) -> Result<Lock> {
         Lock::acquire(
             &self.root.path(self.cfg.lock_path()),
             Duration::from_secs(600),
         )
+        .await
     }
 
     fn stage_host_path(&self, file: &str) -> String {
@@ -169,11 +145,15 @@ impl Rollout<'_> {
     /// Runs the rollout to the end, a failure, or an unreachable API.
     pub async fn run(&self) -> Result<RolloutReport> {
         let mut reports = Vec::new();
+        let waiting = Instant::now();
         let api = match self.wait_api().await {
             Ok(api) => api,
             Err(reason) => {
                 return Ok(RolloutReport {
-                    result: RolloutResult::ApiUnreachable { reason },
+                    result: RolloutResult::ApiUnreachable {
+                        reason,
+                        waited_ms: waiting.elapsed().as_millis() as u64,
+                    },
                     stages: self
                         .stages
                         .iter()
@@ -187,7 +167,7 @@ impl Rollout<'_> {
                 });
             }
         };
-        self.copy_airgap_charts()?;
+        self.copy_airgap_charts().await?;
         // Prune first: a tier switch on a small node must free memory (and
         // host ports such as node-exporter's) before the new stack starts.
         let wanted: Vec<&str> = self.stages.iter().map(|s| s.stage.name.as_str()).collect();
@@ -282,7 +262,7 @@ impl Rollout<'_> {
             == Some(s.content.as_slice())
     }
 
-    fn copy_airgap_charts(&self) -> Result<()> {
+    async fn copy_airgap_charts(&self) -> Result<()> {
         for src in &self.airgap_charts {
             let name = src.rsplit('/').next().unwrap_or(src);
             let dest = format!("{}/{name}", self.cfg.paths.static_charts_dir);
@@ -291,7 +271,7 @@ impl Rollout<'_> {
                 .read(src)?
                 .with_context(|| format!("{src} disappeared"))?;
             if self.root.read(&dest)?.as_deref() != Some(data.as_slice()) {
-                let _l = self.lock()?;
+                let _l = self.lock().await?;
                 write_atomic(&self.root.path(&dest), &data, 0o644)
                     .with_context(|| format!("copying {src} to {dest}"))?;
                 tracing::info!(path = %dest, from = %src, "copied air-gapped chart");
@@ -337,7 +317,7 @@ impl Rollout<'_> {
                 false,
             );
             written_at = now_rfc3339();
-            let _l = self.lock()?;
+            let _l = self.lock().await?;
             let mode = if s.sensitive { 0o600 } else { 0o644 };
             write_atomic(&self.root.path(&host_path), &s.content, mode)
                 .with_context(|| format!("writing {host_path}"))?;
@@ -347,7 +327,7 @@ impl Rollout<'_> {
                 StageRecord {
                     file: s.file_name.clone(),
                     sha256: sha.clone(),
-                    state: StageState::Waiting.name().into(),
+                    state: StageState::Waiting,
                     objects: object_paths(&s.content),
                 },
             );
@@ -389,7 +369,7 @@ impl Rollout<'_> {
             Gate::Pending(why) if wait => (StageState::Failed, Some(format!("timed out: {why}"))),
             Gate::Pending(why) => (StageState::Waiting, Some(why)),
         };
-        self.record_state(name, state)?;
+        self.record_state(name, state).await?;
         self.progress.update(
             name,
             state.name(),
@@ -405,13 +385,13 @@ impl Rollout<'_> {
         })
     }
 
-    fn record_state(&self, name: &str, st: StageState) -> Result<()> {
-        let _l = self.lock()?;
+    async fn record_state(&self, name: &str, st: StageState) -> Result<()> {
+        let _l = self.lock().await?;
         let mut state = State::load(self.root, self.cfg)?;
         if let Some(r) = state.stages.get_mut(name)
-            && r.state != st.name()
+            && r.state != st
         {
-            r.state = st.name().into();
+            r.state = st;
             state.save(self.root, self.cfg)?;
         }
         Ok(())
@@ -543,7 +523,7 @@ impl Rollout<'_> {
         );
         let sha = sha256_hex(empty.as_bytes());
         if self.root.read(&host_path)?.as_deref() != Some(empty.as_bytes()) {
-            let _l = self.lock()?;
+            let _l = self.lock().await?;
             write_atomic(&self.root.path(&host_path), empty.as_bytes(), 0o644)?;
             tracing::info!(stage = %name, path = %host_path, "emptied stage file to prune its objects");
         }
@@ -593,7 +573,7 @@ impl Rollout<'_> {
                 elapsed_s: start.elapsed().as_secs_f64(),
             });
         }
-        let _l = self.lock()?;
+        let _l = self.lock().await?;
         remove_file(&self.root.path(&host_path))?;
         let mut state = State::load(self.root, self.cfg)?;
         state.stages.remove(name);
@@ -657,17 +637,4 @@ pub fn object_paths(content: &[u8]) -> Vec<String> {
         out.push(kube::object_path(av, kind, ns, name));
     }
     out
-}
-
-/// Stage states for status output, from a report.
-pub fn status_of(report: &RolloutReport) -> Vec<crate::daemon::status::StageStatus> {
-    report
-        .stages
-        .iter()
-        .map(|s| crate::daemon::status::StageStatus {
-            name: s.name.clone(),
-            state: s.state.name().into(),
-            detail: s.detail.clone(),
-        })
-        .collect()
 }

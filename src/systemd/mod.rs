@@ -4,4 +4,7 @@ mod client;
 pub mod notify;
 mod proxy;
 
-pub use client::{JobResult, SystemdClient, expect_done};
+mod unit;
+
+pub use client::SystemdClient;
+pub use unit::{ActiveState, JobResult, LoadState, UnitStatus};

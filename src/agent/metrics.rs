@@ -2,15 +2,22 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use std::time::SystemTime;
 
 use super::status::Status;
-use crate::config::Config;
-use crate::engine::State;
-use crate::sysroot::Sysroot;
+use crate::state::{StageState, State};
 
-/// Renders the metrics.
-pub fn render(state: &State, st: &Status, now_unix: u64, rss_bytes: Option<u64>) -> String {
+/// Renders the metrics. `converged_at` is the time of the converge they
+/// describe, not the time they are written.
+pub fn render(
+    state: &State,
+    st: &Status,
+    converged_at: SystemTime,
+    rss_bytes: Option<u64>,
+) -> String {
+    let converged_unix = converged_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -24,7 +31,7 @@ pub fn render(state: &State, st: &Status, now_unix: u64, rss_bytes: Option<u64>)
         "sightline_last_converge_timestamp_seconds",
         "gauge",
         "Unix time of the last converge.",
-        &[(String::new(), now_unix as f64)],
+        &[(String::new(), converged_unix as f64)],
     );
     metric(
         "sightline_converge_success",
@@ -63,7 +70,7 @@ pub fn render(state: &State, st: &Status, now_unix: u64, rss_bytes: Option<u64>)
             .map(|s| {
                 (
                     format!("{{stage=\"{}\"}}", s.name),
-                    f64::from(u8::from(s.state == "healthy")),
+                    f64::from(u8::from(s.state == StageState::Healthy)),
                 )
             })
             .collect();
@@ -109,15 +116,4 @@ pub fn own_rss() -> Option<u64> {
         sysinfo::ProcessRefreshKind::nothing().with_memory(),
     );
     sys.process(pid).map(|p| p.memory())
-}
-
-/// Writes the metrics file atomically.
-pub fn write(root: &Sysroot, cfg: &Config, state: &State, st: &Status) -> Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let text = render(state, st, now, own_rss());
-    crate::throttle::write(root, &cfg.daemon.metrics_file, &text)
-        .context("writing sightline's metrics")
 }

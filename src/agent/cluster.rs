@@ -1,15 +1,17 @@
 //! One pass of the cluster layer, as `apply`, `plan`, `render` and the
-//! daemon run it.
+//! daemon run it: render the stages this machine should have, then roll
+//! them out through k3s.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{Progress, Rollout, RolloutReport, RolloutResult, Timing};
+use super::status::StageStatus;
 use crate::bundle::{Bundle, RenderedStage, StageInputs, render_stages};
 use crate::config::{Config, LoadedConfig};
 use crate::decide::{Decisions, Tier, decide_runtime_security};
-use crate::engine::State;
 use crate::facts::{Facts, K3sRole};
+use crate::rollout::{Progress, Rollout, RolloutReport, RolloutResult, Timing};
+use crate::state::State;
 use crate::sysroot::Sysroot;
 
 /// The chart archives in `[bundle] airgap_charts_dir`, if configured.
@@ -109,6 +111,22 @@ pub enum ClusterOutcome {
 }
 
 impl ClusterOutcome {
+    /// Each stage's state, for the status file.
+    pub fn stage_statuses(&self) -> Vec<StageStatus> {
+        match self {
+            ClusterOutcome::Rollout(r) => r
+                .stages
+                .iter()
+                .map(|s| StageStatus {
+                    name: s.name.clone(),
+                    state: s.state,
+                    detail: s.detail.clone(),
+                })
+                .collect(),
+            ClusterOutcome::Skipped { .. } => Vec::new(),
+        }
+    }
+
     /// One line for status and logs.
     pub fn line(&self) -> String {
         match self {
@@ -118,7 +136,7 @@ impl ClusterOutcome {
                 RolloutResult::Failed { stage, reason } => {
                     format!("stage {stage} failed: {reason}")
                 }
-                RolloutResult::ApiUnreachable { reason } => {
+                RolloutResult::ApiUnreachable { reason, .. } => {
                     format!("pending: the k3s API does not answer ({reason})")
                 }
             },
@@ -127,7 +145,7 @@ impl ClusterOutcome {
 }
 
 /// Rolls the stages out (or says why not).
-pub async fn run(
+pub async fn run_cluster(
     root: &Sysroot,
     cfg: &LoadedConfig,
     progress: Progress,
