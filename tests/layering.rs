@@ -210,8 +210,9 @@ fn checker_catches_what_it_must() {
         "{v:?}"
     );
     assert!(
-        v.iter()
-            .any(|s| s.contains("engine ↔ systemd") || s.contains("agent ↔ engine")),
+        v.iter().any(|s| s.starts_with("module cycle:")
+            && s.contains("engine")
+            && s.contains("systemd")),
         "{v:?}"
     );
 }

@@ -15,17 +15,34 @@ pub fn render(
     converged_at: SystemTime,
     rss_bytes: Option<u64>,
 ) -> String {
+    let mut t = Textfile::default();
+    converge_metrics(&mut t, state, st, converged_at);
+    stage_metrics(&mut t, st);
+    process_metrics(&mut t, st, rss_bytes);
+    t.0
+}
+
+/// A node_exporter textfile being written.
+#[derive(Default)]
+struct Textfile(String);
+
+impl Textfile {
+    fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            let _ = writeln!(self.0, "{name}{labels} {v}");
+        }
+    }
+}
+
+fn converge_metrics(t: &mut Textfile, state: &State, st: &Status, converged_at: SystemTime) {
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        t.metric(name, kind, help, samples)
+    };
     let converged_unix = converged_at
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
-        }
-    };
     let ok = st.last_converge.as_ref().is_some_and(|c| c.ok);
     metric(
         "sightline_last_converge_timestamp_seconds",
@@ -63,6 +80,9 @@ pub fn render(
         "Follow-up effects not yet executed.",
         &[(String::new(), st.pending_effects.len() as f64)],
     );
+}
+
+fn stage_metrics(t: &mut Textfile, st: &Status) {
     if !st.stages.is_empty() {
         let samples: Vec<(String, f64)> = st
             .stages
@@ -74,22 +94,25 @@ pub fn render(
                 )
             })
             .collect();
-        metric(
+        t.metric(
             "sightline_stage_healthy",
             "gauge",
             "1 when the rollout stage is healthy.",
             &samples,
         );
     }
+}
+
+fn process_metrics(t: &mut Textfile, st: &Status, rss_bytes: Option<u64>) {
     if let Some(rss) = rss_bytes {
-        metric(
+        t.metric(
             "sightline_process_resident_memory_bytes",
             "gauge",
             "Resident memory of the process that wrote this file.",
             &[(String::new(), rss as f64)],
         );
     }
-    metric(
+    t.metric(
         "sightline_info",
         "gauge",
         "sightline version and decisions.",
@@ -103,7 +126,6 @@ pub fn render(
             1.0,
         )],
     );
-    out
 }
 
 /// The resident memory of this process, via sysinfo.

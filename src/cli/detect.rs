@@ -94,7 +94,18 @@ pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
 
 /// The readable table.
 pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
-    let mut s = String::from("machine\n");
+    let mut s = machine_block(facts);
+    s.push_str(&decisions_block(d));
+    if !warnings.is_empty() {
+        s.push_str("warnings\n");
+        for w in warnings {
+            s.push_str(&format!("  ! {w}\n"));
+        }
+    }
+    s
+}
+
+fn machine_block(facts: &Facts) -> String {
     let os = match (&facts.os.pretty_name, &facts.os.version_id) {
         (Some(p), _) => p.clone(),
         (None, Some(v)) => format!("{} {v}", facts.os.id),
@@ -141,34 +152,33 @@ pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
         .gpu
         .as_ref()
         .map_or("none".into(), |g| format!("{} ×{}", g.vendor, g.devices));
+    let memory = format!(
+        "{} total, {} available",
+        gib(facts.memory.total_bytes),
+        gib(facts.memory.available_bytes)
+    );
+    let board = facts.board.clone().unwrap_or_else(|| "unknown".into());
+    let btf = if facts.btf { "yes" } else { "no" };
+    let mut s = String::from("machine\n");
     for (k, v) in [
-        (
-            "board",
-            facts.board.clone().unwrap_or_else(|| "unknown".into()),
-        ),
-        ("cpu", cpu),
-        ("os", os),
-        (
-            "memory",
-            format!(
-                "{} total, {} available",
-                gib(facts.memory.total_bytes),
-                gib(facts.memory.available_bytes)
-            ),
-        ),
-        ("k3s", k3s),
-        ("cni", facts.cni.name()),
-        (
-            "kernel BTF",
-            if facts.btf { "yes".into() } else { "no".into() },
-        ),
-        ("watchdog", wd),
-        ("throttle", facts.throttle_source.name().into()),
-        ("gpu", gpu),
+        ("board", board.as_str()),
+        ("cpu", &cpu),
+        ("os", &os),
+        ("memory", &memory),
+        ("k3s", &k3s),
+        ("cni", &facts.cni.name()),
+        ("kernel BTF", btf),
+        ("watchdog", &wd),
+        ("throttle", facts.throttle_source.name()),
+        ("gpu", &gpu),
     ] {
-        s.push_str(&kv(k, &v));
+        s.push_str(&kv(k, v));
     }
-    s.push_str("decisions\n");
+    s
+}
+
+fn decisions_block(d: &Decisions) -> String {
+    let mut s = String::from("decisions\n");
     s.push_str(&kv("tier", d.tier.value.as_str()));
     s.push_str(&bullet_list(&d.tier.reasons, 20));
     let rs = match d.runtime_security.value.falco_driver() {
@@ -177,20 +187,12 @@ pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
     };
     s.push_str(&kv("runtime security", &rs));
     s.push_str(&bullet_list(&d.runtime_security.reasons, 20));
-    s.push_str(&kv(
-        "network policies",
-        if d.network_policies.value {
-            "yes"
-        } else {
-            "no"
-        },
-    ));
+    let np = if d.network_policies.value {
+        "yes"
+    } else {
+        "no"
+    };
+    s.push_str(&kv("network policies", np));
     s.push_str(&bullet_list(&d.network_policies.reasons, 20));
-    if !warnings.is_empty() {
-        s.push_str("warnings\n");
-        for w in warnings {
-            s.push_str(&format!("  ! {w}\n"));
-        }
-    }
     s
 }
