@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::kubefake::KubeFake;
+use common::kubefake::{KubeFake, Reject};
 use common::*;
 
 const MANIFESTS: &str = "var/lib/rancher/k3s/server/manifests/sightline";
@@ -118,7 +118,9 @@ fn a_stage_k3s_refuses_is_reported_and_nothing_after_it_is_written() {
     fake.with(|s| {
         s.reject.insert(
             "sightline-20-loki".into(),
-            "error parsing sightline-20-loki.yaml: unknown field \"spec.valuesContnt\"".into(),
+            Reject::always(
+                "error parsing sightline-20-loki.yaml: unknown field \"spec.valuesContnt\"",
+            ),
         )
     });
     let (code, log) = apply(root.path());

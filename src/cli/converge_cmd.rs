@@ -179,7 +179,7 @@ pub fn apply(ctx: &Ctx, no_restart: bool, host_only: bool, redecide: bool) -> Re
                 );
                 EXIT_CLUSTER_PENDING
             }
-            RolloutResult::Failed { .. } => super::EXIT_ERROR,
+            RolloutResult::Failed { .. } | RolloutResult::K3sTooOld(_) => super::EXIT_ERROR,
         },
     })
 }

@@ -121,6 +121,9 @@ impl ClusterOutcome {
                 RolloutResult::ApiUnreachable { reason } => {
                     format!("pending: the k3s API does not answer ({reason})")
                 }
+                RolloutResult::K3sTooOld(too_old) => {
+                    format!("not started: {too_old}; the host layer is applied")
+                }
             },
         }
     }
