@@ -10,6 +10,7 @@ pub mod gates;
 pub mod helmchart;
 pub mod kube;
 pub mod pass;
+pub mod plan;
 pub mod progress;
 mod prune;
 mod stage;
