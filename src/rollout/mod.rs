@@ -186,11 +186,14 @@ impl Rollout<'_> {
                 return Ok(self.not_started(RolloutResult::ApiUnreachable { reason }, None));
             }
         };
-        let version = api
-            .version()
-            .await
-            .map_err(anyhow::Error::from)
-            .context("reading the k3s version")?;
+        let version = match api.version().await {
+            Ok(v) => v,
+            Err(e @ crate::k3s::ApiError::Unreachable { .. }) => {
+                let reason = e.to_string();
+                return Ok(self.not_started(RolloutResult::ApiUnreachable { reason }, None));
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context("reading the k3s version")),
+        };
         tracing::debug!(k3s_version = %version.git_version, "k3s version");
         if let Some(too_old) = version.too_old() {
             return Ok(self.not_started(RolloutResult::K3sTooOld(too_old), Some(version)));
@@ -198,6 +201,24 @@ impl Rollout<'_> {
         self.copy_airgap_charts()?;
         // Prune first: a tier switch on a small node must free memory (and
         // host ports such as node-exporter's) before the new stack starts.
+        let result = match self.prune_removed(api, &mut reports).await? {
+            Some(failed) => failed,
+            None => self.roll_stages(api, &mut reports).await?,
+        };
+        Ok(RolloutReport {
+            result,
+            k3s_version: Some(version),
+            stages: reports,
+        })
+    }
+
+    /// Prunes the recorded stages that no longer apply, last first; the
+    /// result when one fails.
+    async fn prune_removed(
+        &self,
+        api: &K3sApi,
+        reports: &mut Vec<StageReport>,
+    ) -> Result<Option<RolloutResult>> {
         let wanted: Vec<&str> = self.stages.iter().map(|s| s.stage.name.as_str()).collect();
         let state = State::load(self.root, self.cfg)?;
         let mut removed: Vec<(String, StageRecord)> = state
@@ -213,16 +234,21 @@ impl Rollout<'_> {
             let reason = r.detail.clone().unwrap_or_default();
             reports.push(r);
             if failed {
-                return Ok(RolloutReport {
-                    result: RolloutResult::Failed {
-                        stage: name,
-                        reason,
-                    },
-                    k3s_version: Some(version),
-                    stages: reports,
-                });
+                return Ok(Some(RolloutResult::Failed {
+                    stage: name,
+                    reason,
+                }));
             }
         }
+        Ok(None)
+    }
+
+    /// Writes and gates the stages in order, stopping at the first failure.
+    async fn roll_stages(
+        &self,
+        api: &K3sApi,
+        reports: &mut Vec<StageReport>,
+    ) -> Result<RolloutResult> {
         // One read of each stage file per pass: writing stage N never
         // changes whether stage N+1 is already in place.
         let current: Vec<bool> = self.stages.iter().map(|s| self.is_current(s)).collect();
@@ -231,37 +257,30 @@ impl Rollout<'_> {
             // one still has to be written; otherwise one look is enough.
             let wait = !current[i] || current.get(i + 1).is_none_or(|c| !c);
             let r = self.stage(api, stage, current[i], wait).await?;
-            let failed = r.state == StageState::Failed;
+            if r.state != StageState::Failed {
+                reports.push(r);
+                continue;
+            }
             let reason = r.detail.clone().unwrap_or_default();
             reports.push(r);
-            if failed {
-                for (later, &in_place) in self.stages[i + 1..].iter().zip(&current[i + 1..]) {
-                    reports.push(StageReport {
-                        name: later.stage.name.clone(),
-                        state: if in_place {
-                            StageState::Waiting
-                        } else {
-                            StageState::Pending
-                        },
-                        detail: Some(format!("blocked by {}", stage.stage.name)),
-                        elapsed_s: 0.0,
-                    });
-                }
-                return Ok(RolloutReport {
-                    result: RolloutResult::Failed {
-                        stage: stage.stage.name.clone(),
-                        reason,
+            for (later, &in_place) in self.stages[i + 1..].iter().zip(&current[i + 1..]) {
+                reports.push(StageReport {
+                    name: later.stage.name.clone(),
+                    state: if in_place {
+                        StageState::Waiting
+                    } else {
+                        StageState::Pending
                     },
-                    k3s_version: Some(version),
-                    stages: reports,
+                    detail: Some(format!("blocked by {}", stage.stage.name)),
+                    elapsed_s: 0.0,
                 });
             }
+            return Ok(RolloutResult::Failed {
+                stage: stage.stage.name.clone(),
+                reason,
+            });
         }
-        Ok(RolloutReport {
-            result: RolloutResult::Done,
-            k3s_version: Some(version),
-            stages: reports,
-        })
+        Ok(RolloutResult::Done)
     }
 
     /// A report for a rollout that wrote nothing: every stage pending.
