@@ -109,6 +109,14 @@ pub enum ClusterOutcome {
 }
 
 impl ClusterOutcome {
+    /// The running k3s version, when the API answered (for `status`).
+    pub fn k3s_version(&self) -> Option<&crate::k3s::K3sVersion> {
+        match self {
+            ClusterOutcome::Rollout(r) => r.k3s_version.as_ref(),
+            ClusterOutcome::Skipped { .. } => None,
+        }
+    }
+
     /// One line for status and logs.
     pub fn line(&self) -> String {
         match self {
