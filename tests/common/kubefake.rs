@@ -91,6 +91,8 @@ pub struct Scenario {
     addons: BTreeMap<String, Addon>,
     events: Vec<Value>,
     jobs: BTreeMap<String, Job>,
+    /// Charts whose status still says Failed=True after their failed Job was deleted.
+    failed_status: BTreeSet<String>,
     /// HelmCharts being deleted → remaining reads.
     deleting: BTreeMap<String, u32>,
     next_uid: u64,
@@ -113,6 +115,7 @@ impl Default for Scenario {
             addons: BTreeMap::new(),
             events: Vec::new(),
             jobs: BTreeMap::new(),
+            failed_status: BTreeSet::new(),
             deleting: BTreeMap::new(),
             next_uid: 1,
         }
@@ -499,35 +502,22 @@ fn helmcharts(s: &Scenario) -> BTreeMap<String, Value> {
 }
 
 /// helm-controller: one install Job per chart, built from the chart's name
-/// and spec only (`job()`), so labels never replace it; a spec change
-/// replaces it with a new uid once `reconcileJob` lets it (after
-/// `replace_polls` requests here).
+/// and spec only (`job()`), so labels never replace it. A spec change
+/// replaces it once `reconcileJob` lets it (after `replace_polls` requests
+/// here) through `apply.ErrReplace`: the old Job is deleted, and the new
+/// one (same name, new uid) is created by a later sync (the next request
+/// here). `Failed=True` on the HelmChart stays from the old Job's failure
+/// until the sync that creates the new Job rewrites the status.
 fn reconcile_jobs(s: &mut Scenario) {
     let charts = helmcharts(s);
     s.jobs.retain(|name, _| charts.contains_key(name));
+    s.failed_status.retain(|name| charts.contains_key(name));
     for (name, doc) in charts {
         let spec = stored_spec(&doc);
-        let replace = match s.jobs.get_mut(&name) {
-            None => true,
-            Some(j) if j.spec == spec => {
-                j.replace_in = None;
-                false
-            }
-            Some(j) => match j.replace_in {
-                None => {
-                    j.replace_in = Some(s.replace_polls);
-                    s.replace_polls == 0
-                }
-                Some(0) => true,
-                Some(ref mut n) => {
-                    *n -= 1;
-                    false
-                }
-            },
-        };
-        if replace {
+        let Some(j) = s.jobs.get_mut(&name) else {
             let uid = s.uid();
             let failed = s.failing_jobs.contains(&name);
+            s.failed_status.remove(&name);
             s.jobs.insert(
                 name,
                 Job {
@@ -537,6 +527,22 @@ fn reconcile_jobs(s: &mut Scenario) {
                     replace_in: None,
                 },
             );
+            continue;
+        };
+        let left = if j.spec == spec {
+            None
+        } else {
+            Some(
+                j.replace_in
+                    .map_or(s.replace_polls, |n| n.saturating_sub(1)),
+            )
+        };
+        j.replace_in = left;
+        if left == Some(0) {
+            if j.failed {
+                s.failed_status.insert(name.clone());
+            }
+            s.jobs.remove(&name);
         }
     }
 }
@@ -637,9 +643,9 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
                 h["spec"] = stored_spec(doc);
                 h["status"]["jobName"] = json!(format!("helm-install-{name}"));
                 // chart.go OnChange: Failed=True is written while the
-                // current Job has failed and stays until that Job is
-                // replaced; the next sync then writes Failed=False.
-                if s.jobs.get(*name).is_some_and(|j| j.failed) {
+                // current Job has failed and stays until the sync that
+                // creates its replacement writes Failed=False.
+                if s.jobs.get(*name).is_some_and(|j| j.failed) || s.failed_status.contains(*name) {
                     h["status"]["conditions"][1] = json!({"type": "Failed", "status": "True",
                         "reason": "Job failed", "message": "Job has reached configured number of retries without succeeding"});
                 }
