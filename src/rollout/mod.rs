@@ -4,7 +4,8 @@
 //! name k3s ignores, then is renamed into place. The next stage is written
 //! only once the previous one is healthy. Stages that no longer apply (tier
 //! or component change) are emptied so k3s prunes their objects, waited
-//! for, then removed.
+//! for, then removed. Nothing is written on a k3s older than what the gates
+//! and the prune rely on (`crate::k3s::version`).
 
 pub mod gates;
 pub mod helmchart;
