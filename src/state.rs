@@ -93,6 +93,9 @@ pub enum StageState {
     Healthy,
     /// A gate failed or timed out.
     Failed,
+    /// Its file emptied after a tier or component change; waiting for k3s
+    /// to delete its objects.
+    Pruning,
     /// Removed after a tier or component change.
     Pruned,
 }
@@ -106,6 +109,7 @@ impl StageState {
             StageState::Waiting => "waiting",
             StageState::Healthy => "healthy",
             StageState::Failed => "failed",
+            StageState::Pruning => "pruning",
             StageState::Pruned => "pruned",
         }
     }

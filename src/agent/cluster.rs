@@ -127,6 +127,14 @@ impl ClusterOutcome {
         }
     }
 
+    /// The running k3s version, when the API answered (for `status`).
+    pub fn k3s_version(&self) -> Option<&crate::k3s::K3sVersion> {
+        match self {
+            ClusterOutcome::Rollout(r) => r.k3s_version.as_ref(),
+            ClusterOutcome::Skipped { .. } => None,
+        }
+    }
+
     /// One line for status and logs.
     pub fn line(&self) -> String {
         match self {
@@ -138,6 +146,9 @@ impl ClusterOutcome {
                 }
                 RolloutResult::ApiUnreachable { reason, .. } => {
                     format!("pending: the k3s API does not answer ({reason})")
+                }
+                RolloutResult::K3sTooOld(too_old) => {
+                    format!("not started: {too_old}; the host layer is applied")
                 }
             },
         }

@@ -93,7 +93,7 @@ pub fn apply(ctx: &Ctx, no_restart: bool, host_only: bool, redecide: bool) -> Re
                 );
                 EXIT_CLUSTER_PENDING
             }
-            RolloutResult::Failed { .. } => EXIT_ERROR,
+            RolloutResult::Failed { .. } | RolloutResult::K3sTooOld(_) => EXIT_ERROR,
         },
     })
 }
