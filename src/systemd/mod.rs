@@ -3,5 +3,7 @@
 mod client;
 pub mod notify;
 mod proxy;
+mod unit_info;
 
 pub use client::{JobResult, SystemdClient, expect_done};
+pub use unit_info::{EnvironmentFile, UnitInfo};
