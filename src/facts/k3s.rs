@@ -82,7 +82,8 @@ pub struct K3s {
     pub manifests: ManifestRules,
     /// sightline stage files k3s is told to skip, with the reason.
     pub skipped_stages: Vec<SkippedStage>,
-    /// Unit lines k3s's files that cannot be read as written.
+    /// Lines of the k3s unit or config files that cannot be read as
+    /// written, each naming the file and the fix.
     pub problems: Vec<String>,
 }
 

@@ -189,6 +189,16 @@ fn read_yaml(root: &Sysroot, path: &str) -> Result<Option<serde_yaml_ng::Mapping
 }
 
 impl K3sConfigFiles {
+    /// One line for `detect`: the file, why, and its drop-ins.
+    pub fn describe(&self) -> String {
+        let missing = if self.exists { "" } else { ", absent" };
+        let dropins = match self.dropins.len() {
+            0 => format!("no drop-ins in {}", self.dropin_dir),
+            n => format!("{n} drop-in(s) in {}", self.dropin_dir),
+        };
+        format!("{} ({}{missing}); {dropins}", self.file, self.source)
+    }
+
     /// Every file k3s reads, in order.
     pub fn all(&self) -> Vec<&str> {
         std::iter::once(self.file.as_str())
@@ -331,6 +341,10 @@ mod tests {
             ]
         );
         assert!(f.problems[0].starts_with("/opt/k3s/config.yaml.d/05-bad.yml: "));
+        assert_eq!(
+            f.describe(),
+            "/opt/k3s/config.yaml (k3s's default); 3 drop-in(s) in /opt/k3s/config.yaml.d"
+        );
         let v: Vec<String> = f
             .values(&root, "disable")
             .into_iter()

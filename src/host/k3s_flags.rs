@@ -22,6 +22,9 @@ fn is_audit_arg(arg: &str) -> bool {
 /// Warnings about k3s settings that conflict with sightline's drop-in.
 pub fn conflicts(root: &Sysroot, cfg: &Config, facts: &Facts) -> Vec<String> {
     let mut out = Vec::new();
+    if facts.k3s.role == K3sRole::Server {
+        out.extend(facts.k3s.problems.iter().cloned());
+    }
     let cli_audit: Vec<&str> = facts
         .k3s
         .cli_apiserver_args
