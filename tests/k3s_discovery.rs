@@ -141,6 +141,25 @@ async fn k3s_config_file_from_the_unit_environment_moves_the_dropin() {
 }
 
 #[test]
+fn a_remote_k3s_config_is_not_followed_and_is_warned_about() {
+    let root = fixture("flatcar-bakery");
+    let r = root.path();
+    write(
+        r,
+        "/etc/default/k3s",
+        "K3S_CONFIG_FILE=https://cfg.lan/k3s.yaml\n",
+    );
+    let (sys, mut cfg, facts) = load(r);
+    cfg.follow_k3s(&facts.k3s);
+    assert_eq!(cfg.config.paths.k3s_audit_dropin, DEFAULT_DROPIN);
+    let w = desired(&sys, &cfg, &facts).warnings.join("\n");
+    assert!(
+        w.contains("k3s reads its config from https://cfg.lan/k3s.yaml (K3S_CONFIG_FILE from EnvironmentFile /etc/default/k3s)"),
+        "{w}"
+    );
+}
+
+#[test]
 fn an_explicit_dropin_setting_stays_authoritative() {
     let root = fixture("flatcar-bakery");
     let r = root.path();

@@ -19,7 +19,9 @@ impl LoadedConfig {
         if k3s.role != K3sRole::Server {
             return;
         }
-        if self.origin("paths.k3s_audit_dropin") == Origin::Default {
+        // A remote config has no local drop-in directory to follow; the host
+        // layer warns about it instead.
+        if self.origin("paths.k3s_audit_dropin") == Origin::Default && !k3s.config.is_remote() {
             let followed = k3s.dropin_path(&PathsConfig::default().k3s_audit_dropin);
             if followed != self.config.paths.k3s_audit_dropin {
                 info!(dropin = %followed, config = %k3s.config.file, source = %k3s.config.source, "audit drop-in follows the k3s config file");

@@ -199,6 +199,13 @@ impl K3sConfigFiles {
         format!("{} ({}{missing}); {dropins}", self.file, self.source)
     }
 
+    /// The config is an `http(s)://` URL (`readConfigFileData`). k3s then
+    /// reads no local drop-in directory: `dotDFiles` lists `<URL>.d` with
+    /// `os.ReadDir`, which finds nothing.
+    pub fn is_remote(&self) -> bool {
+        self.file.contains("://")
+    }
+
     /// Every file k3s reads, in order.
     pub fn all(&self) -> Vec<&str> {
         std::iter::once(self.file.as_str())
@@ -318,6 +325,11 @@ mod tests {
             DEFAULT_CONFIG
         );
         assert_eq!(locate(&[env(CONFIG_ENV, "")], &[]).1, ConfigSource::Default);
+        let remote = locate(&[env(CONFIG_ENV, "https://cfg.lan/k3s.yaml")], &a).0;
+        assert_eq!(remote, "https://cfg.lan/k3s.yaml");
+        let d = tempfile::tempdir().unwrap();
+        assert!(files(&Sysroot::new(d.path()), remote, ConfigSource::Default).is_remote());
+        assert!(!K3sConfigFiles::default().is_remote());
     }
 
     #[test]

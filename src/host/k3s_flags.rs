@@ -48,7 +48,12 @@ pub fn conflicts(root: &Sysroot, cfg: &Config, facts: &Facts) -> Vec<String> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    if facts.k3s.role == K3sRole::Server && dir != facts.k3s.config.dropin_dir {
+    if facts.k3s.role == K3sRole::Server && facts.k3s.config.is_remote() {
+        out.push(format!(
+            "k3s reads its config from {} ({}) and then no local drop-in directory, so it never reads {}. Point K3S_CONFIG_FILE or --config at a local file",
+            facts.k3s.config.file, facts.k3s.config.source, cfg.paths.k3s_audit_dropin
+        ));
+    } else if facts.k3s.role == K3sRole::Server && dir != facts.k3s.config.dropin_dir {
         out.push(format!(
             "k3s reads drop-ins from {} (its config file is {}: {}), not from {dir}, so it never reads {}. Remove paths.k3s_audit_dropin from the sightline config to follow k3s, or set it inside {}",
             facts.k3s.config.dropin_dir,
