@@ -542,3 +542,32 @@ fn stateful_charts_abort_instead_of_reinstalling_after_a_failed_upgrade() {
         "abort"
     );
 }
+
+/// k3s's deploy controller never applies a file with a `.skip` beside it
+/// (`pkg/deploy/controller.go`), so waiting for its Addon would only end in
+/// a timeout: the stage fails at once and says why.
+#[test]
+fn a_stage_k3s_is_told_to_skip_fails_at_once_with_the_reason() {
+    let (root, _fake) = setup("pi4", "");
+    write(
+        root.path(),
+        &format!("/{MANIFESTS}/sightline-10-namespaces.yaml.skip"),
+        "",
+    );
+    let start = std::time::Instant::now();
+    let (code, log) = apply(root.path());
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("k3s is told to skip this file"), "{log}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(3),
+        "waited for a timeout: {log}"
+    );
+    assert!(
+        !root
+            .path()
+            .join(MANIFESTS)
+            .join("sightline-10-namespaces.yaml")
+            .exists(),
+        "nothing written for a skipped stage"
+    );
+}

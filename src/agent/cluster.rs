@@ -157,16 +157,27 @@ impl ClusterOutcome {
 
 /// Rolls the stages out (or says why not).
 pub async fn run_cluster(
-    root: &Sysroot,
+    ctx: &super::Ctx,
     cfg: &LoadedConfig,
     progress: Progress,
     wait_for_api: bool,
 ) -> Result<ClusterOutcome> {
-    let facts = Facts::detect(root);
+    let root = &ctx.root;
+    let (facts, cfg) = super::observe(ctx, cfg).await;
+    let cfg = &cfg;
     if let Some(reason) = not_applicable(&facts) {
         return Ok(ClusterOutcome::Skipped { reason });
     }
     let (stages, _bundle, _) = desired_stages(root, cfg, &facts, None, true)?;
+    let skipped_by_k3s = stages
+        .iter()
+        .filter_map(|s| {
+            facts
+                .k3s
+                .stage_skip_reason(&cfg.config.paths.manifests_dir, &s.file_name)
+                .map(|why| (s.stage.name.clone(), why))
+        })
+        .collect();
     let airgap: Vec<String> = match (
         &cfg.config.bundle.airgap_charts_dir,
         airgap_charts(root, &cfg.config)?,
@@ -184,6 +195,7 @@ pub async fn run_cluster(
         timing: Timing::from_config(&cfg.config),
         progress,
         wait_for_api,
+        skipped_by_k3s,
     };
     Ok(ClusterOutcome::Rollout(r.run().await?))
 }

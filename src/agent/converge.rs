@@ -8,7 +8,6 @@ use anyhow::Result;
 use super::Ctx;
 use crate::config::LoadedConfig;
 use crate::engine::{ConvergeOptions, ConvergeReport, converge};
-use crate::facts::Facts;
 use crate::lock::Lock;
 use crate::state::State;
 
@@ -145,7 +144,8 @@ pub async fn converge_once(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Outcome
 
 async fn run(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<ConvergeReport> {
     let _lock = lock(ctx, cfg, mode).await?;
-    let facts = Facts::detect(&ctx.root);
+    let (facts, cfg) = super::observe(ctx, cfg).await;
+    let cfg = &cfg;
     let mut state = State::load(&ctx.root, &cfg.config)?;
     let (no_restart, redecide, explicit) = match mode {
         Mode::Daemon => (false, false, false),

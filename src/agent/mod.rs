@@ -9,6 +9,7 @@
 mod cluster;
 mod converge;
 mod live;
+mod machine;
 mod metrics;
 mod plan;
 mod publish;
@@ -21,6 +22,7 @@ pub use converge::{
     CLI_LOCK_WAIT, ConvergeError, Mode, Outcome, converge_once, is_read_only_fs, lock,
 };
 pub use live::{LiveOps, connect_ops};
+pub use machine::{observe, observe_blocking};
 pub use metrics::render as render_metrics;
 pub use plan::{StageAction, StagePlan, cluster_plan};
 pub use publish::{publish_cluster, record_error};

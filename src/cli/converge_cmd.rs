@@ -5,16 +5,15 @@ use anyhow::Result;
 use super::{EXIT_CHANGES, EXIT_CLUSTER_PENDING, EXIT_ERROR, EXIT_OK};
 use crate::agent::{self, ClusterOutcome, Ctx, LiveOps, Mode};
 use crate::engine::{ConvergeOptions, converge};
-use crate::facts::Facts;
 use crate::rollout::{Progress, RolloutReport, RolloutResult};
 use crate::state::State;
 
 /// `sightline plan`.
 pub fn plan(ctx: &Ctx, json: bool, exit_code: bool, host_only: bool) -> Result<u8> {
     let cfg = crate::config::load(&ctx.root)?;
-    let facts = Facts::detect(&ctx.root);
-    let mut state = State::load(&ctx.root, &cfg.config)?;
     let rt = agent::runtime()?;
+    let (facts, cfg) = rt.block_on(agent::observe(ctx, &cfg));
+    let mut state = State::load(&ctx.root, &cfg.config)?;
     let opts = ConvergeOptions {
         dry_run: true,
         ..Default::default()
@@ -53,12 +52,12 @@ pub fn plan(ctx: &Ctx, json: bool, exit_code: bool, host_only: bool) -> Result<u
 pub fn apply(ctx: &Ctx, no_restart: bool, host_only: bool, redecide: bool) -> Result<u8> {
     ctx.require_root_user("apply")?;
     let cfg = crate::config::load(&ctx.root)?;
-    let facts = Facts::detect(&ctx.root);
+    let rt = agent::runtime()?;
+    let (facts, followed) = rt.block_on(agent::observe(ctx, &cfg));
     // Refuse bad input (an invalid custom policy, say) before touching
     // anything, the lock file included.
-    crate::host::DesiredState::compute(&ctx.root, &cfg.config, &facts)
+    crate::host::DesiredState::compute(&ctx.root, &followed.config, &facts)
         .map_err(anyhow::Error::msg)?;
-    let rt = agent::runtime()?;
     let mode = Mode::Cli {
         no_restart,
         redecide,
@@ -71,12 +70,7 @@ pub fn apply(ctx: &Ctx, no_restart: bool, host_only: bool, redecide: bool) -> Re
         return Ok(EXIT_OK);
     }
     println!("\ncluster:");
-    let cluster = rt.block_on(agent::run_cluster(
-        &ctx.root,
-        &cfg,
-        Progress::for_stdout(),
-        true,
-    ))?;
+    let cluster = rt.block_on(agent::run_cluster(ctx, &cfg, Progress::for_stdout(), true))?;
     agent::publish_cluster(ctx, &cfg, &cluster);
     if let ClusterOutcome::Rollout(r) = &cluster {
         print_stages(r);
@@ -122,7 +116,7 @@ pub fn uninstall(ctx: &Ctx, no_restart: bool) -> Result<u8> {
             redecide: false,
         };
         let _lock = agent::lock(ctx, &cfg, mode).await?;
-        let facts = Facts::detect(&ctx.root);
+        let (facts, cfg) = agent::observe(ctx, &cfg).await;
         let ops = agent::connect_ops(ctx, &cfg, !no_restart).await?;
         crate::engine::uninstall::uninstall(&ctx.root, &cfg, &facts, ops.as_ref(), no_restart).await
     })?;

@@ -56,19 +56,17 @@ pub fn warnings(cfg: &LoadedConfig, facts: &Facts, d: &Decisions) -> Vec<String>
             .filter(|r| r.starts_with("warning:"))
             .cloned(),
     );
-    if facts.k3s.role == K3sRole::Server && !facts.k3s.cli_apiserver_args.is_empty() {
-        w.push(format!(
-            "the k3s unit passes --kube-apiserver-arg on its command line ({}); k3s then ignores the config files' list, including sightline's audit flags",
-            facts.k3s.cli_apiserver_args.join(", ")
-        ));
-    }
+    // What k3s itself will not do as asked (command-line audit flags are
+    // warned about by the host layer, which sees the desired flags).
+    w.extend(facts.k3s.problems.iter().cloned());
+    w.extend(facts.k3s.skipped_stages.iter().map(ToString::to_string));
     w
 }
 
 /// Runs `detect`.
 pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
     let cfg = crate::config::load(&ctx.root)?;
-    let facts = Facts::detect(&ctx.root);
+    let (facts, cfg) = crate::agent::observe_blocking(ctx, &cfg)?;
     let (state, unreadable) = match State::load(&ctx.root, &cfg.config) {
         Ok(s) => (s, None),
         Err(e) => (
@@ -130,13 +128,23 @@ fn machine_block(facts: &Facts) -> String {
     let k3s = match facts.k3s.role {
         K3sRole::None => "not installed".to_string(),
         role => format!(
-            "{} ({})",
+            "{} · {} ({}{})",
             serde_json::to_value(role)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
-            facts.k3s.unit_file.as_deref().unwrap_or("no unit file")
+            facts.k3s.unit.as_deref().unwrap_or("no unit"),
+            facts.k3s.unit_file.as_deref().unwrap_or("no unit file"),
+            facts
+                .k3s
+                .unit_from
+                .map(|u| format!(", {}", json_name(u)))
+                .unwrap_or_default(),
         ),
+    };
+    let k3s_config = match facts.k3s.role {
+        K3sRole::None => "-".to_string(),
+        _ => facts.k3s.config.describe(),
     };
     let wd = match &facts.watchdog {
         None => "none".into(),
@@ -166,6 +174,7 @@ fn machine_block(facts: &Facts) -> String {
         ("os", &os),
         ("memory", &memory),
         ("k3s", &k3s),
+        ("k3s config", &k3s_config),
         ("cni", &facts.cni.name()),
         ("kernel BTF", btf),
         ("watchdog", &wd),
@@ -195,4 +204,12 @@ fn decisions_block(d: &Decisions) -> String {
     s.push_str(&kv("network policies", np));
     s.push_str(&bullet_list(&d.network_policies.reasons, 20));
     s
+}
+
+/// The serde name of a unit enum, as `--json` shows it.
+fn json_name(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }

@@ -8,13 +8,12 @@ use crate::agent::Ctx;
 use crate::agent::desired_stages;
 use crate::bundle::Bundle;
 use crate::decide::Tier;
-use crate::facts::Facts;
 
 /// `sightline render`.
 pub fn run(ctx: &Ctx, tier: Option<Tier>, out: Option<&Path>) -> Result<u8> {
     let writable = !ctx.root.is_host() || nix::unistd::geteuid().is_root();
     let cfg = crate::config::load(&ctx.root)?;
-    let facts = Facts::detect(&ctx.root);
+    let (facts, cfg) = crate::agent::observe_blocking(ctx, &cfg)?;
     let (stages, bundle, ephemeral) = desired_stages(&ctx.root, &cfg, &facts, tier, writable)?;
     if ephemeral {
         eprintln!(

@@ -6,6 +6,7 @@
 //! fix and `sightline config` can say where each value was set.
 
 mod diag;
+mod follow;
 mod load;
 mod model;
 mod validate;

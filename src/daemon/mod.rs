@@ -146,10 +146,10 @@ impl Daemon<'_> {
         if self.cluster.is_some() {
             return;
         }
-        let root = self.ctx.root.clone();
+        let ctx = self.ctx.clone();
         let cfg = self.cfg.clone();
         self.cluster = Some(tokio::task::spawn_local(async move {
-            agent::run_cluster(&root, &cfg, crate::rollout::Progress::Log, false).await
+            agent::run_cluster(&ctx, &cfg, crate::rollout::Progress::Log, false).await
         }));
     }
 

@@ -129,6 +129,10 @@ pub struct Rollout<'a> {
     pub progress: Progress,
     /// Wait for an unreachable API up to `timing.api_wait` (CLI) or give up at once (daemon).
     pub wait_for_api: bool,
+    /// Stages whose file k3s is told not to apply (`--disable`, a `.skip`
+    /// file), by stage name, with the reason: reported at once rather than
+    /// waited for until the Addon gate times out.
+    pub skipped_by_k3s: std::collections::BTreeMap<String, String>,
 }
 
 impl Rollout<'_> {
@@ -229,7 +233,15 @@ impl Rollout<'_> {
             // Wait for health when this stage changes now, or when the next
             // one still has to be written; otherwise one look is enough.
             let wait = !current[i] || current.get(i + 1).is_none_or(|c| !c);
-            let r = self.stage(api, stage, current[i], wait).await?;
+            let r = match self.skipped_by_k3s.get(&stage.stage.name) {
+                Some(why) => StageReport {
+                    name: stage.stage.name.clone(),
+                    state: StageState::Failed,
+                    detail: Some(why.clone()),
+                    elapsed_s: 0.0,
+                },
+                None => self.stage(api, stage, current[i], wait).await?,
+            };
             if r.state != StageState::Failed {
                 reports.push(r);
                 continue;

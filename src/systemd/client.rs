@@ -37,6 +37,11 @@ impl SystemdClient {
         })
     }
 
+    /// The bus connection, for the reads defined beside this client.
+    pub(super) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
     async fn manager(&self) -> Result<ManagerProxy<'static>> {
         Ok(ManagerProxy::builder(&self.conn)
             .cache_properties(CacheProperties::No)

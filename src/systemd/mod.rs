@@ -3,8 +3,10 @@
 mod client;
 pub mod notify;
 mod proxy;
+mod unit_info;
 
 mod unit;
 
 pub use client::SystemdClient;
 pub use unit::{ActiveState, JobResult, LoadState, UnitStatus};
+pub use unit_info::{EnvironmentFile, UnitInfo};
