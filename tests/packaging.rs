@@ -303,6 +303,8 @@ fn the_deb_holds_every_file_with_a_stripped_binary_and_a_conffile() {
         "/usr/share/doc/sightline/changelog.Debian.gz",
         "/usr/share/lintian/overrides/sightline",
         "/usr/share/man/man1/sightline.1.gz",
+        "/usr/share/man/man5/sightline.toml.5.gz",
+        "/usr/share/doc/sightline/config.toml",
     ]
     .map(String::from)
     .to_vec();
@@ -313,10 +315,9 @@ fn the_deb_holds_every_file_with_a_stripped_binary_and_a_conffile() {
         &["manpage", "--out", pages.path().to_str().unwrap()],
     );
     for e in fs::read_dir(pages.path()).unwrap() {
-        expected.push(format!(
-            "/usr/share/man/man1/{}.gz",
-            e.unwrap().file_name().to_str().unwrap()
-        ));
+        let name = e.unwrap().file_name().to_str().unwrap().to_string();
+        let section = name.rsplit('.').next().unwrap().to_string();
+        expected.push(format!("/usr/share/man/man{section}/{name}.gz"));
     }
     for path in &expected {
         assert!(
@@ -327,6 +328,16 @@ fn the_deb_holds_every_file_with_a_stripped_binary_and_a_conffile() {
     assert!(
         !listing.contains("/usr/lib/systemd/system/multi-user.target.wants"),
         "enabling is the postinst's job"
+    );
+    // The configuration may hold secrets (webhook URLs, tokens): only root
+    // reads it.
+    let conf = listing
+        .lines()
+        .find(|l| l.ends_with(" ./etc/sightline/config.toml"))
+        .unwrap();
+    assert!(
+        conf.starts_with("-rw------- root/root "),
+        "/etc/sightline/config.toml is shipped 0600 root:root:\n{conf}"
     );
 
     let x = tempfile::tempdir().unwrap();
@@ -345,6 +356,22 @@ fn the_deb_holds_every_file_with_a_stripped_binary_and_a_conffile() {
         fs::read(repo().join("files/config.toml")).unwrap(),
         "the conffile is files/config.toml"
     );
+    assert_eq!(
+        fs::read(x.path().join("usr/share/doc/sightline/config.toml")).unwrap(),
+        fs::read(repo().join("files/config.toml")).unwrap(),
+        "the pristine defaults config errors point to"
+    );
+    // sightline.toml(5) is the one sightline renders from files/config.toml.
+    let page = run_ok(
+        Command::new("gzip")
+            .arg("-dc")
+            .arg(x.path().join("usr/share/man/man5/sightline.toml.5.gz")),
+    );
+    assert_eq!(
+        page,
+        fs::read_to_string(pages.path().join("sightline.toml.5")).unwrap()
+    );
+    assert!(page.contains("api_wait_seconds"), "{page}");
     let dropin =
         fs::read_to_string(x.path().join("usr/lib/sightline/config.d/10-package.toml")).unwrap();
     assert_eq!(
@@ -467,6 +494,17 @@ fn the_deb_installs_starts_hardened_restarts_on_upgrade_and_purges_only_its_own_
         "{config}"
     );
     c.sh_ok("cd /usr/share/sightline && sha256sum -c bundle.tar.sha256 && sightline bundle verify bundle.tar");
+    assert_eq!(
+        c.sh_ok("stat -c '%a %U:%G' /etc/sightline/config.toml")
+            .trim(),
+        "600 root:root",
+        "dpkg installs the configuration 0600"
+    );
+    assert!(
+        c.exec(&["man", "-w", "sightline.toml"]).status.success() || !exists(&c, "/usr/bin/man"),
+        "sightline.toml(5) is installed where man finds it"
+    );
+    assert!(exists(&c, "/usr/share/man/man5/sightline.toml.5.gz"));
     // (Its cluster stage may report errors: the stand-in k3s is no full API.)
     let status = String::from_utf8_lossy(&c.exec(&["sightline", "status"]).stdout).into_owned();
     assert!(status.contains("daemon: running"), "{status}");
@@ -718,6 +756,18 @@ fn systemd_dissect_recognises_the_raw_image_as_a_system_extension() {
         sum.ends_with(&format!("  sightline-{VERSION}-{}.raw\n", sd_arch())),
         "{sum}"
     );
+    // Published beside the images, as the Flatcar sysext bakery does: the
+    // index systemd-sysupdate reads, and the transfer.
+    let dir = raw.parent().unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.join("SHA256SUMS")).unwrap(),
+        sum,
+        "SHA256SUMS lists the image"
+    );
+    assert_eq!(
+        fs::read(dir.join("sightline.conf")).unwrap(),
+        fs::read(repo().join("packaging/flatcar/sightline.conf")).unwrap()
+    );
     if let Err(why) = host_loop_devices(raw) {
         return loud_skip("systemd-dissect of the raw image", &why);
     }
@@ -756,6 +806,7 @@ fn systemd_dissect_recognises_the_raw_image_as_a_system_extension() {
             "usr/lib/systemd/system/sightline-throttle.timer",
             "usr/lib/systemd/system/sightline.service",
             "usr/lib/tmpfiles.d/sightline.conf",
+            "usr/share/doc/sightline/config.toml",
             "usr/share/sightline/bundle.tar",
             "usr/share/sightline/bundle.tar.sha256",
         ],
@@ -828,6 +879,54 @@ fn the_committed_ignition_config_is_the_generated_one_and_valid() {
         "{units:?}"
     );
     let config = ign_file(&ign, "/etc/sightline/config.toml");
+    assert_eq!(config["mode"], 0o600, "the configuration may hold secrets");
+    // Updates: the transfer is the shipped one, the timer is on, and
+    // systemd-sysupdate.service updates the component before its own run.
+    let transfer = ign_file(&ign, "/etc/sysupdate.sightline.d/sightline.conf");
+    assert_eq!(
+        data_url(transfer["contents"]["source"].as_str().unwrap()),
+        fs::read_to_string(repo().join("packaging/flatcar/sightline.conf")).unwrap(),
+        "the Butane config inlines packaging/flatcar/sightline.conf"
+    );
+    assert!(
+        units
+            .iter()
+            .any(|u| u["name"] == "systemd-sysupdate.timer" && u["enabled"] == true),
+        "{units:?}"
+    );
+    let service = units
+        .iter()
+        .find(|u| u["name"] == "systemd-sysupdate.service")
+        .expect("a drop-in for systemd-sysupdate.service");
+    let dropins = service["dropins"].as_array().unwrap();
+    let ours = dropins
+        .iter()
+        .find(|d| d["name"] == "sightline.conf")
+        .expect("the sightline drop-in");
+    assert!(
+        ours["contents"]
+            .as_str()
+            .unwrap()
+            .contains("ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C sightline update"),
+        "{ours}"
+    );
+    // k3s from the bakery: its image, linked and enabled.
+    let k3s = ign_link(&ign, "/etc/extensions/k3s.raw")["target"]
+        .as_str()
+        .unwrap();
+    assert!(
+        ign_file(&ign, k3s)["contents"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://extensions.flatcar.org/extensions/k3s-")
+    );
+    assert_eq!(
+        ign_link(
+            &ign,
+            "/etc/systemd/system/multi-user.target.wants/k3s.service"
+        )["target"],
+        "/usr/local/lib/systemd/system/k3s.service"
+    );
     assert_sightline_accepts_config(
         "the Ignition config",
         &data_url(config["contents"]["source"].as_str().unwrap()),
@@ -853,6 +952,10 @@ fn butane2ignition_refuses_what_it_does_not_translate() {
         (
             "variant: flatcar\nversion: 1.0.0\nsystemd:\n  units:\n    - name: x.service\n      mask: true\n",
             "unsupported key(s) mask",
+        ),
+        (
+            "variant: flatcar\nversion: 1.0.0\nsystemd:\n  units:\n    - name: x.service\n      dropins:\n        - name: x.txt\n",
+            "is not a drop-in file name",
         ),
     ];
     for (i, (bu, why)) in cases.iter().enumerate() {
@@ -892,6 +995,11 @@ fn the_cloud_init_user_data_passes_cloud_init_22_4_and_25() {
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     let file = &doc["write_files"][0];
     assert_eq!(file["path"].as_str(), Some("/etc/sightline/config.toml"));
+    assert_eq!(
+        file["permissions"].as_str(),
+        Some("0600"),
+        "the configuration may hold secrets"
+    );
     assert_sightline_accepts_config(
         "the cloud-init user-data",
         file["content"].as_str().unwrap(),
