@@ -973,16 +973,8 @@ fn butane2ignition_refuses_what_it_does_not_translate() {
 
 /// True when scripts/test-deps has set up trixie's cloud-init (like [`tool`]).
 fn trixie_cloud_init() -> bool {
-    let cache = std::env::var_os("SIGHTLINE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache"))
-                .join("sightline")
-        });
     available(
-        cache.join("cloud-init-trixie/.ok").is_file(),
+        common_cache().join("cloud-init-trixie/.ok").is_file(),
         "cloud-init 25 (trixie) is not set up",
     )
 }
@@ -1059,4 +1051,170 @@ fn packaging_scripts_are_shellcheck_clean() {
             ])
             .current_dir(repo()),
     );
+}
+
+/// systemd-sysupdate 254 unpacked by scripts/test-deps (Debian bookworm's
+/// systemd 252 is built without systemd-sysupdate; bookworm-backports' 254
+/// ships it), like [`tool`].
+fn sysupdate_254() -> Option<PathBuf> {
+    let root = common_cache().join("sysupdate-254/root");
+    available(
+        root.join("run-sysupdate").is_file(),
+        "systemd-sysupdate 254 is not set up",
+    )
+    .then_some(root)
+}
+
+/// The cache scripts/test-deps fills.
+fn common_cache() -> PathBuf {
+    std::env::var_os("SIGHTLINE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache"))
+                .join("sightline")
+        })
+}
+
+/// The release directory scripts/build-sysext writes (image, SHA256SUMS,
+/// transfer) served over loopback HTTP in a container, and a node that runs
+/// an older release placed and linked as the Ignition config does: the
+/// shipped transfer (only its Path= pointed at the server) finds the new
+/// version, installs it, checks it against SHA256SUMS and moves the link;
+/// an image whose checksum does not match is refused and the link stays.
+#[test]
+fn systemd_sysupdate_installs_a_new_release_from_sha256sums_and_moves_the_link() {
+    if !tools(&["mksquashfs", "strip", "readelf"]) {
+        return;
+    }
+    let Some(sysupdate) = sysupdate_254() else {
+        return;
+    };
+    let raw = sysext_raw();
+    let release = raw.parent().unwrap();
+    let ign = ignition();
+    let p = match Container::prepare("sysupdate") {
+        Ok(p) => p,
+        Err(skip) => return skip.report(),
+    };
+    p.write_file(
+        "/usr/lib/os-release",
+        "NAME=\"Flatcar Container Linux (test stand-in)\"\nID=flatcar\nID_LIKE=coreos\nVERSION_ID=4230.2.0\nSYSEXT_LEVEL=1.0\n",
+        0o644,
+    );
+    let name = raw.file_name().unwrap().to_str().unwrap().to_string();
+    for f in [name.as_str(), "SHA256SUMS", "sightline.conf"] {
+        p.install_file(release.join(f), &format!("/srv/release/{f}"), 0o644);
+    }
+    // The node as first provisioned with an older release (the same image
+    // under an older version's name), linked as Ignition links it.
+    let old = format!(
+        "/opt/extensions/sightline/sightline-0.0.1-{}.raw",
+        sd_arch()
+    );
+    p.install_file(raw, &old, 0o644);
+    let link = p.host_path("/etc/extensions/sightline.raw");
+    fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&old, &link).unwrap();
+    // The transfer exactly as Ignition writes it, but for the source URL.
+    let shipped = data_url(
+        ign_file(&ign, "/etc/sysupdate.sightline.d/sightline.conf")["contents"]["source"]
+            .as_str()
+            .unwrap(),
+    );
+    let upstream = "Path=https://github.com/sightline-dev/sightline/releases/latest/download/\n";
+    assert_eq!(shipped.matches(upstream).count(), 1, "{shipped}");
+    let port = 8089;
+    let local = shipped.replace(upstream, &format!("Path=http://127.0.0.1:{port}/\n"));
+    p.write_file("/etc/sysupdate.sightline.d/sightline.conf", &local, 0o644);
+    common::copy_tree(&sysupdate, &p.host_path("/opt/sysupdate-254"));
+    let c = p.boot().unwrap_or_else(|s| panic!("{s}"));
+
+    c.sh_ok(&format!(
+        "systemd-run --unit=release-server python3 -m http.server {port} --bind 127.0.0.1 --directory /srv/release"
+    ));
+    wait_until("the release server", Duration::from_secs(30), || {
+        c.exec(&[
+            "python3",
+            "-c",
+            &format!("import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/SHA256SUMS')"),
+        ])
+        .status
+        .success()
+    });
+    let sysupdate = |args: &str| {
+        c.sh(&format!(
+            "/opt/sysupdate-254/run-sysupdate -C sightline {args}"
+        ))
+    };
+    let ok = |args: &str| {
+        let out = sysupdate(args);
+        assert!(
+            out.status.success(),
+            "systemd-sysupdate {args}:\n{}",
+            show(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let list = ok("list");
+    let row = |v: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().any(|w| w == v))
+            .unwrap_or_else(|| panic!("systemd-sysupdate list has no {v}:\n{list}"))
+            .to_string()
+    };
+    assert!(row("0.0.1").contains("current"), "{list}");
+    assert!(row(VERSION).contains("candidate"), "{list}");
+    assert_eq!(ok("check-new").trim(), VERSION);
+
+    ok("update");
+    let placed = format!("/opt/extensions/sightline/{name}");
+    assert_eq!(
+        c.sh_ok("readlink -f /etc/extensions/sightline.raw").trim(),
+        placed,
+        "CurrentSymlink= moves the link Ignition made"
+    );
+    c.sh_ok(&format!("cmp {placed} /srv/release/{name}"));
+    assert!(
+        exists(&c, &old),
+        "the previous image stays (InstancesMax=3)"
+    );
+    let list = ok("list");
+    assert!(
+        list.lines()
+            .any(|l| l.contains(VERSION) && l.contains("current")),
+        "{list}"
+    );
+
+    // A newer release whose image does not match SHA256SUMS is refused.
+    let bad = format!("sightline-99.0.0-{}.raw", sd_arch());
+    c.sh_ok(&format!(
+        "cd /srv/release && cp {name} {bad} && echo tampered >> {bad} && \
+         sha256sum {name} | sed 's/{name}/{bad}/' >> SHA256SUMS"
+    ));
+    let out = sysupdate("update");
+    assert!(
+        !out.status.success(),
+        "systemd-sysupdate installed an image whose SHA-256 does not match SHA256SUMS:\n{}",
+        show(&out)
+    );
+    assert_eq!(
+        c.sh_ok("readlink -f /etc/extensions/sightline.raw").trim(),
+        placed,
+        "a refused update leaves the link alone"
+    );
+    assert!(!exists(&c, &format!("/opt/extensions/sightline/{bad}")));
+
+    // What the link now names is the extension systemd-sysext merges.
+    if let Err(why) = loop_devices_in(&c, &placed) {
+        return loud_skip("merging the updated image", &why);
+    }
+    c.sh_ok("systemd-sysext merge");
+    assert_eq!(
+        c.sh_ok("sightline --version").trim(),
+        format!("sightline {VERSION}")
+    );
+    c.sh_ok("systemd-sysext unmerge");
 }
