@@ -647,3 +647,21 @@ fn collector_without_source_explains() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a Raspberry Pi"));
 }
+
+/// `detect` tells a Pi user when k3s will not start for want of the memory
+/// cgroup, and how to fix it.
+#[test]
+fn detect_shows_the_memory_cgroup_prerequisite_and_its_fix() {
+    let ok_root = fixture("pi4");
+    let text = ok(ok_root.path(), &["detect"]);
+    assert!(text.contains("memory (what k3s needs)"), "{text}");
+    assert_eq!(detect(ok_root.path())["cgroups_ready"], true);
+    let bad = fixture("pi4-no-memory-cgroup");
+    let text = ok(bad.path(), &["detect"]);
+    assert!(text.contains("k3s will not start"), "{text}");
+    assert!(
+        text.contains("cgroup_memory=1 cgroup_enable=memory") && text.contains("cmdline.txt"),
+        "{text}"
+    );
+    assert_eq!(detect(bad.path())["cgroups_ready"], false);
+}

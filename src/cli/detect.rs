@@ -36,6 +36,8 @@ pub fn to_json(facts: &Facts, d: &Decisions, warnings: &[String]) -> serde_json:
         "watchdog": facts.watchdog,
         "throttle_source": facts.throttle_source.name(),
         "gpu": facts.gpu,
+        "cgroups": facts.cgroups,
+        "cgroups_ready": facts.cgroups.is_ready(),
         "warnings": warnings,
     })
 }
@@ -167,6 +169,7 @@ fn machine_block(facts: &Facts) -> String {
     );
     let board = facts.board.clone().unwrap_or_else(|| "unknown".into());
     let btf = if facts.btf { "yes" } else { "no" };
+    let cgroups = facts.cgroups.report_lines();
     let mut s = String::from("machine\n");
     for (k, v) in [
         ("board", board.as_str()),
@@ -182,6 +185,15 @@ fn machine_block(facts: &Facts) -> String {
         ("gpu", &gpu),
     ] {
         s.push_str(&kv(k, v));
+    }
+    // What k3s needs from the kernel, and the fix when it is missing.
+    for line in cgroups {
+        let line = line.strip_prefix("cgroups: ").unwrap_or(&line).to_string();
+        if let Some(fix) = line.strip_prefix("  ") {
+            s.push_str(&format!("{:20}{fix}\n", ""));
+        } else {
+            s.push_str(&kv("cgroups", &line));
+        }
     }
     s
 }

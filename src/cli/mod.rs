@@ -4,6 +4,7 @@ mod args;
 mod config_cmd;
 mod converge_cmd;
 mod detect;
+mod manpage;
 mod output;
 mod render_cmd;
 mod status_cmd;

@@ -3,6 +3,7 @@
 //! throttle source and GPU.
 
 mod board;
+mod cgroup;
 mod cni;
 mod cpu;
 mod gpu;
@@ -19,6 +20,7 @@ mod watchdog;
 use serde::Serialize;
 
 pub use board::Board;
+pub use cgroup::{CgroupCheck, Hierarchy as CgroupHierarchy};
 pub use cni::Cni;
 pub use cpu::Cpu;
 pub use gpu::Gpu;
@@ -67,6 +69,8 @@ pub struct Facts {
     pub throttle_source: ThrottleSource,
     /// An accelerator, if any.
     pub gpu: Option<Gpu>,
+    /// The cgroup controllers k3s needs (the memory cgroup on a Pi).
+    pub cgroups: CgroupCheck,
 }
 
 impl Facts {
@@ -95,6 +99,7 @@ impl Facts {
             watchdog: watchdog::detect(root),
             throttle_source: throttle::detect(root),
             gpu: gpu::detect(root),
+            cgroups: cgroup::detect(root),
         }
     }
 
