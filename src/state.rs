@@ -251,3 +251,65 @@ impl State {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state file as release 0.1.0 wrote it, stage states as strings.
+    const V010: &str = r#"{
+  "version": 1,
+  "files": {
+    "/etc/rancher/k3s/audit-policy.yaml": {
+      "sha256": "ab",
+      "mode": 384,
+      "component": "audit",
+      "backup": "/var/lib/sightline/backup/etc/rancher/k3s/audit-policy.yaml"
+    }
+  },
+  "dirs": {
+    "/var/log/k3s": { "mode": 448, "component": "audit", "created": true }
+  },
+  "pending_effects": [ { "effect": "daemon_reload" } ],
+  "tier": { "tier": "light", "decided_at": "2026-11-21T01:01:01Z", "available_bytes": 1 },
+  "k3s": { "loaded_digest": "cd", "written_at_us": 5 },
+  "counters": { "drift_repairs": 1, "k3s_restarts": 2, "rollbacks": 0 },
+  "stages": {
+    "namespaces": { "file": "sightline-10-namespaces.yaml", "sha256": "ef", "state": "healthy", "objects": [] },
+    "loki": { "file": "sightline-20-loki.yaml", "sha256": "01", "state": "waiting" }
+  }
+}"#;
+
+    #[test]
+    fn state_files_of_the_previous_release_load() {
+        let s: State = serde_json::from_str(V010).unwrap();
+        assert_eq!(s.stages["namespaces"].state, StageState::Healthy);
+        assert_eq!(s.stages["loki"].state, StageState::Waiting);
+        assert_eq!(s.counters.k3s_restarts, 2);
+        // And what this release writes reads back the same.
+        let again: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(again, s);
+        assert!(
+            serde_json::to_string(&s)
+                .unwrap()
+                .contains(r#""state":"healthy""#)
+        );
+    }
+
+    #[test]
+    fn a_state_file_from_a_newer_release_is_refused_not_rewritten() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(d.path());
+        let cfg = Config::default();
+        let newer = V010.replacen("\"version\": 1", "\"version\": 7", 1);
+        let p = root.path(State::path(&cfg));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, &newer).unwrap();
+        let e = State::load(&root, &cfg).unwrap_err().to_string();
+        assert!(
+            e.contains("newer sightline") && e.contains("state format 7"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), newer);
+    }
+}

@@ -7,7 +7,9 @@ use anyhow::Result;
 
 use super::Ctx;
 use crate::config::LoadedConfig;
-use crate::engine::{ConvergeOptions, ConvergeReport, converge};
+use crate::engine::converge::converge_to;
+use crate::engine::{ConvergeOptions, ConvergeReport};
+use crate::host::DesiredState;
 use crate::lock::Lock;
 use crate::state::State;
 
@@ -37,8 +39,15 @@ impl Mode {
 
 /// Why a converge failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct ConvergeError(#[from] pub anyhow::Error);
+pub enum ConvergeError {
+    /// The input was refused before anything was touched (an invalid
+    /// custom policy, say).
+    #[error("{0:#}")]
+    Refused(anyhow::Error),
+    /// It failed on the way.
+    #[error("{0:#}")]
+    Failed(anyhow::Error),
+}
 
 impl ConvergeError {
     /// True when a path sightline writes is read-only in this process's
@@ -46,7 +55,10 @@ impl ConvergeError {
     /// sightline started before that, systemd skipped its `-`-prefixed
     /// ReadWritePaths entry, and only a fresh sandbox can write there.
     pub fn is_stale_sandbox(&self) -> bool {
-        is_read_only_fs(&self.0)
+        match self {
+            ConvergeError::Refused(_) => false,
+            ConvergeError::Failed(e) => is_read_only_fs(e),
+        }
     }
 }
 
@@ -132,20 +144,42 @@ pub async fn lock(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<Lock> {
 /// Takes the shared lock, converges, and publishes status and metrics.
 pub async fn converge_once(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Outcome {
     let start = Instant::now();
-    let result = run(ctx, cfg, mode).await.map_err(ConvergeError);
+    let result = run(ctx, cfg, mode).await;
     let outcome = Outcome {
         result,
         duration: start.elapsed(),
         finished_at: SystemTime::now(),
     };
-    super::publish::publish(ctx, cfg, mode, &outcome);
+    // A person sees a refusal on the terminal, and bad input writes
+    // nothing; the daemon has only its status to say it.
+    let refused = matches!(outcome.result, Err(ConvergeError::Refused(_)));
+    if !(refused && mode != Mode::Daemon) {
+        super::publish::publish(ctx, cfg, mode, &outcome);
+    }
     outcome
 }
 
-async fn run(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<ConvergeReport> {
-    let _lock = lock(ctx, cfg, mode).await?;
+async fn run(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<ConvergeReport, ConvergeError> {
+    // What the machine is and what it should get, before the lock: bad
+    // input (an invalid custom policy, say) is refused without touching
+    // anything, the lock file included.
     let (facts, cfg) = super::observe(ctx, cfg).await;
     let cfg = &cfg;
+    let desired = DesiredState::compute(&ctx.root, &cfg.config, &facts)
+        .map_err(|e| ConvergeError::Refused(anyhow::Error::msg(e)))?;
+    converge_locked(ctx, cfg, mode, &facts, &desired)
+        .await
+        .map_err(ConvergeError::Failed)
+}
+
+async fn converge_locked(
+    ctx: &Ctx,
+    cfg: &LoadedConfig,
+    mode: Mode,
+    facts: &crate::facts::Facts,
+    desired: &DesiredState,
+) -> Result<ConvergeReport> {
+    let _lock = lock(ctx, cfg, mode).await?;
     let mut state = State::load(&ctx.root, &cfg.config)?;
     let (no_restart, redecide, explicit) = match mode {
         Mode::Daemon => (false, false, false),
@@ -164,7 +198,16 @@ async fn run(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<ConvergeReport
         redecide,
         ..Default::default()
     };
-    converge(&ctx.root, cfg, &facts, &mut state, ops.as_ref(), opts).await
+    converge_to(
+        &ctx.root,
+        cfg,
+        facts,
+        &mut state,
+        ops.as_ref(),
+        opts,
+        desired,
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -177,9 +220,9 @@ mod tests {
         let e = anyhow::Error::new(io)
             .context("writing /var/lib/rancher/k3s/server/manifests/sightline-00.yaml")
             .context("stage 00-namespaces");
-        assert!(ConvergeError(e).is_stale_sandbox());
+        assert!(ConvergeError::Failed(e).is_stale_sandbox());
         // The same words in a message without the error kind decide nothing.
         let text = anyhow::anyhow!("Read-only file system (os error 30)");
-        assert!(!ConvergeError(text).is_stale_sandbox());
+        assert!(!ConvergeError::Failed(text).is_stale_sandbox());
     }
 }

@@ -53,11 +53,6 @@ pub fn apply(ctx: &Ctx, no_restart: bool, host_only: bool, redecide: bool) -> Re
     ctx.require_root_user("apply")?;
     let cfg = crate::config::load(&ctx.root)?;
     let rt = agent::runtime()?;
-    let (facts, followed) = rt.block_on(agent::observe(ctx, &cfg));
-    // Refuse bad input (an invalid custom policy, say) before touching
-    // anything, the lock file included.
-    crate::host::DesiredState::compute(&ctx.root, &followed.config, &facts)
-        .map_err(anyhow::Error::msg)?;
     let mode = Mode::Cli {
         no_restart,
         redecide,

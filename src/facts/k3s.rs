@@ -141,9 +141,11 @@ pub fn subcommand_role(argv: &[String]) -> Option<K3sRole> {
 }
 
 fn from_files(root: &Sysroot) -> Vec<Candidate> {
-    units::names(root, is_k3s_unit_name)
+    let search = units::SearchPath::read(root);
+    search
+        .names(is_k3s_unit_name)
         .into_iter()
-        .filter_map(|name| units::find(root, &name))
+        .filter_map(|name| search.find(root, &name))
         .map(|u| {
             let mut files = vec![u.fragment.clone()];
             files.extend(u.dropins.iter().cloned());
@@ -227,11 +229,14 @@ pub fn detect(root: &Sysroot, bus: Option<&[UnitInfo]>) -> K3s {
     let env = chosen.map(|c| environment(root, c)).unwrap_or_default();
     let (file, source) = k3s_config::locate(&env, &argv);
     let config = k3s_config::files(root, file, source);
-    let data_dir = last_value(root, &config, &argv, "data-dir")
-        .or_else(|| last_value(root, &config, &argv, "d"))
+    let mut values = config.values_of(root, &["data-dir", "d", "disable"]);
+    let mut take = |k: &str| values.remove(k).unwrap_or_default();
+    let (long, short, disable) = (take("data-dir"), take("d"), take("disable"));
+    let data_dir = last_value(long, &argv, "data-dir")
+        .or_else(|| last_value(short, &argv, "d"))
         .unwrap_or_else(|| DEFAULT_DATA_DIR.to_string());
     let base = format!("{}/server/manifests", data_dir.trim_end_matches('/'));
-    let manifests = ManifestRules::detect(root, &base, disables(root, &config, &argv));
+    let manifests = ManifestRules::detect(root, &base, disables(disable, &argv));
     let skipped_stages = if role == K3sRole::Server {
         manifests.skipped_stages(root)
     } else {
@@ -277,23 +282,17 @@ fn environment(root: &Sysroot, c: &Candidate) -> Vec<EnvVar> {
 
 /// A scalar flag's effective value: the command line's (appended after the
 /// config's, so it wins), else the merged config's last.
-fn last_value(
-    root: &Sysroot,
-    config: &K3sConfigFiles,
-    argv: &[String],
-    name: &str,
-) -> Option<String> {
+fn last_value(mut config: Vec<ConfigValue>, argv: &[String], name: &str) -> Option<String> {
     k3s_config::flag_values(argv, name)
         .pop()
-        .or_else(|| config.values(root, name).pop().map(|v| v.value))
+        .or_else(|| config.pop().map(|v| v.value))
         .filter(|v| !v.is_empty())
 }
 
 /// The disable list: config values first, then the command line's, as k3s
 /// builds its args (`Parse`), each split on commas (`server.go`).
-fn disables(root: &Sysroot, config: &K3sConfigFiles, argv: &[String]) -> Vec<Disable> {
+fn disables(config: Vec<ConfigValue>, argv: &[String]) -> Vec<Disable> {
     let mut out: Vec<Disable> = config
-        .values(root, "disable")
         .into_iter()
         .flat_map(|ConfigValue { value, file }| {
             k3s_manifests::split_disable(&value, &format!("disable: in {file}"))

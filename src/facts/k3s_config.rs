@@ -218,7 +218,18 @@ impl K3sConfigFiles {
     /// everything before it, `key+` appends; a list gives one value per
     /// item, a scalar one value.
     pub fn values(&self, root: &Sysroot, key: &str) -> Vec<ConfigValue> {
-        let mut out: Vec<ConfigValue> = Vec::new();
+        self.values_of(root, &[key]).remove(key).unwrap_or_default()
+    }
+
+    /// [`Self::values`] for several keys, reading and parsing each file
+    /// once.
+    pub fn values_of(
+        &self,
+        root: &Sysroot,
+        keys: &[&str],
+    ) -> std::collections::BTreeMap<String, Vec<ConfigValue>> {
+        let mut out: std::collections::BTreeMap<String, Vec<ConfigValue>> =
+            keys.iter().map(|k| (k.to_string(), Vec::new())).collect();
         for file in self.all() {
             let Ok(Some(map)) = read_yaml(root, file) else {
                 continue;
@@ -229,13 +240,13 @@ impl K3sConfigFiles {
                     Some(n) => (n, true),
                     None => (k, false),
                 };
-                if name != key {
+                let Some(values) = out.get_mut(name) else {
                     continue;
-                }
+                };
                 if !append {
-                    out.clear();
+                    values.clear();
                 }
-                out.extend(scalars(&v).into_iter().map(|value| ConfigValue {
+                values.extend(scalars(&v).into_iter().map(|value| ConfigValue {
                     value,
                     file: file.to_string(),
                 }));

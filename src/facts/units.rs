@@ -94,48 +94,140 @@ fn masked(root: &Sysroot, host_path: &str) -> bool {
     std::fs::read_link(root.path(host_path)).is_ok_and(|t| t == Path::new("/dev/null"))
 }
 
-/// The unit named `name`, from the first search-path directory that has it.
-/// A masked unit counts as absent: systemd will not start it.
-pub fn find(root: &Sysroot, name: &str) -> Option<UnitFile> {
-    let path = SEARCH_PATH
-        .iter()
-        .map(|d| format!("{d}/{name}"))
-        .find(|p| std::fs::symlink_metadata(root.path(p)).is_ok())?;
-    if masked(root, &path) {
-        return None;
-    }
-    let fragment = resolve(root, &path)?;
-    if !root.path(&fragment).is_file() {
-        return None;
-    }
-    Some(UnitFile {
-        name: name.to_string(),
-        fragment,
-        dropins: dropins(root, name),
-        enabled: enabled(root, name),
-    })
+/// The search path as found under one root: each directory that exists,
+/// resolved inside the root, with its entries. Read once per detection, so
+/// that looking up several units and their drop-ins costs no more syscalls
+/// than listing the directories.
+pub struct SearchPath {
+    /// (host directory as named in [`SEARCH_PATH`], its entries: name and
+    /// whether it is a directory, following links inside the root).
+    dirs: Vec<(&'static str, Vec<(String, bool)>)>,
 }
 
-/// Names of unit files anywhere in the search path that `matches` accepts.
-pub fn names(root: &Sysroot, matches: impl Fn(&str) -> bool) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for dir in SEARCH_PATH {
-        let Some(real) = resolve(root, dir) else {
-            continue;
-        };
-        let Ok(rd) = std::fs::read_dir(root.path(&real)) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
-            if !is_dir && matches(&n) && !out.contains(&n) {
-                out.push(n);
+impl SearchPath {
+    /// Lists every search-path directory under the root.
+    pub fn read(root: &Sysroot) -> SearchPath {
+        let dirs = SEARCH_PATH
+            .iter()
+            .filter_map(|dir| {
+                let real = resolve(root, dir)?;
+                let rd = std::fs::read_dir(root.path(&real)).ok()?;
+                let entries = rd
+                    .flatten()
+                    .map(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        let is_dir = match e.file_type() {
+                            Ok(t) if t.is_symlink() => resolve(root, &format!("{dir}/{n}"))
+                                .is_some_and(|t| root.path(t).is_dir()),
+                            Ok(t) => t.is_dir(),
+                            Err(_) => false,
+                        };
+                        (n, is_dir)
+                    })
+                    .collect();
+                Some((*dir, entries))
+            })
+            .collect();
+        SearchPath { dirs }
+    }
+
+    fn has(&self, dir: &str, name: &str) -> bool {
+        self.dirs
+            .iter()
+            .any(|(d, es)| *d == dir && es.iter().any(|(n, _)| n == name))
+    }
+
+    /// The unit named `name`, from the first search-path directory that has
+    /// it. A masked unit counts as absent: systemd will not start it.
+    pub fn find(&self, root: &Sysroot, name: &str) -> Option<UnitFile> {
+        let dir = self
+            .dirs
+            .iter()
+            .find(|(_, es)| es.iter().any(|(n, d)| n == name && !d))?
+            .0;
+        let path = format!("{dir}/{name}");
+        if masked(root, &path) {
+            return None;
+        }
+        let fragment = resolve(root, &path)?;
+        if !root.path(&fragment).is_file() {
+            return None;
+        }
+        Some(UnitFile {
+            name: name.to_string(),
+            fragment,
+            dropins: self.dropins(root, name),
+            enabled: self.enabled(root, name),
+        })
+    }
+
+    /// Names of unit files anywhere in the search path that `matches`
+    /// accepts.
+    pub fn names(&self, matches: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .dirs
+            .iter()
+            .flat_map(|(_, es)| es.iter())
+            .filter(|(n, is_dir)| !is_dir && matches(n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Drop-ins of a unit: every `*.conf` in its drop-in directories across
+    /// the search path; a name in a higher-priority directory hides the same
+    /// name in a lower one; all are applied in lexical order of file name.
+    pub fn dropins(&self, root: &Sysroot, name: &str) -> Vec<String> {
+        let mut by_name: BTreeMap<String, String> = BTreeMap::new();
+        for dir_name in dropin_dir_names(name) {
+            for (dir, _) in &self.dirs {
+                if !self.has(dir, &dir_name) {
+                    continue;
+                }
+                let host = format!("{dir}/{dir_name}");
+                let Some(real) = resolve(root, &host) else {
+                    continue;
+                };
+                let Ok(rd) = std::fs::read_dir(root.path(&real)) else {
+                    continue;
+                };
+                for e in rd.flatten() {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    let path = format!("{host}/{n}");
+                    if n.ends_with(".conf") && !by_name.contains_key(&n) && !masked(root, &path) {
+                        if let Some(target) = resolve(root, &path) {
+                            by_name.insert(n, target);
+                        }
+                    }
+                }
             }
         }
+        by_name.into_values().collect()
     }
-    out.sort();
-    out
+
+    /// True when a `*.wants/`, `*.requires/` or `*.upholds/` directory
+    /// anywhere in the search path links the unit: how `systemctl enable`
+    /// and the bakery's Butane snippet (a link in `multi-user.target.wants`)
+    /// enable it.
+    pub fn enabled(&self, root: &Sysroot, name: &str) -> bool {
+        self.dirs.iter().any(|(dir, es)| {
+            es.iter().any(|(n, is_dir)| {
+                *is_dir
+                    && [".wants", ".requires", ".upholds"]
+                        .iter()
+                        .any(|s| n.ends_with(s))
+                    && std::fs::symlink_metadata(root.path(format!("{dir}/{n}/{name}"))).is_ok()
+            })
+        })
+    }
+}
+
+/// [`SearchPath::find`] on a fresh listing.
+#[cfg(test)]
+pub fn find(root: &Sysroot, name: &str) -> Option<UnitFile> {
+    SearchPath::read(root).find(root, name)
 }
 
 /// The drop-in directories systemd reads for a unit, most specific first:
@@ -153,55 +245,6 @@ fn dropin_dir_names(name: &str) -> Vec<String> {
         out.push(format!("{suffix}.d"));
     }
     out
-}
-
-/// Drop-ins of a unit: every `*.conf` in its drop-in directories across the
-/// search path; a name in a higher-priority directory hides the same name in
-/// a lower one; all are applied in lexical order of file name.
-pub fn dropins(root: &Sysroot, name: &str) -> Vec<String> {
-    let mut by_name: BTreeMap<String, String> = BTreeMap::new();
-    for dir_name in dropin_dir_names(name) {
-        for dir in SEARCH_PATH {
-            let host = format!("{dir}/{dir_name}");
-            let Some(real) = resolve(root, &host) else {
-                continue;
-            };
-            let Ok(rd) = std::fs::read_dir(root.path(&real)) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                let path = format!("{host}/{n}");
-                if n.ends_with(".conf") && !by_name.contains_key(&n) && !masked(root, &path) {
-                    if let Some(target) = resolve(root, &path) {
-                        by_name.insert(n, target);
-                    }
-                }
-            }
-        }
-    }
-    by_name.into_values().collect()
-}
-
-/// True when a `*.wants/`, `*.requires/` or `*.upholds/` directory anywhere
-/// in the search path links the unit: how `systemctl enable` and the
-/// bakery's Butane snippet (a link in `multi-user.target.wants`) enable it.
-pub fn enabled(root: &Sysroot, name: &str) -> bool {
-    SEARCH_PATH.iter().any(|dir| {
-        let Some(real) = resolve(root, dir) else {
-            return false;
-        };
-        let Ok(rd) = std::fs::read_dir(root.path(&real)) else {
-            return false;
-        };
-        rd.flatten().any(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            [".wants", ".requires", ".upholds"]
-                .iter()
-                .any(|s| n.ends_with(s))
-                && std::fs::symlink_metadata(e.path().join(name)).is_ok()
-        })
-    })
 }
 
 #[cfg(test)]
