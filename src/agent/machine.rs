@@ -9,11 +9,14 @@ use crate::config::LoadedConfig;
 use crate::facts::{Facts, UNIT_PATTERNS};
 use crate::systemd::SystemdClient;
 
-/// Facts and the configuration that follows them. Without a bus (a
-/// `--root` fixture, or systemd not answering) the unit files are searched
-/// as systemd would.
+/// Facts and the configuration that follows them. systemd is asked only
+/// when it runs on the machine whose files are read (`--root /`): its
+/// unit paths are paths of its own filesystem. Under another `--root` (a
+/// fixture, an image being prepared), or when systemd does not answer, the
+/// unit files are searched as systemd would, under the root; an explicit
+/// `--system-bus` then only receives the effects.
 pub async fn observe(ctx: &Ctx, cfg: &LoadedConfig) -> (Facts, LoadedConfig) {
-    let units = if ctx.root.is_host() || ctx.system_bus.is_some() {
+    let units = if ctx.root.is_host() {
         match SystemdClient::connect(ctx.system_bus.as_deref()).await {
             Ok(c) => c
                 .unit_infos(&UNIT_PATTERNS)
