@@ -3,6 +3,9 @@
 
 pub mod alertmanager;
 pub mod archive;
+pub mod chart_pods;
+pub mod dashboards;
+pub mod footprint;
 pub mod generated;
 pub mod index;
 pub mod render;

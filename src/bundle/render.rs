@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use super::dashboards::{CHARTS_WITH_EXTRAS, decide_extra_dashboards, strip_extras};
 use super::index::{Index, Stage, WorkloadRef, parse_workload};
 use super::secrets::Secrets;
 use super::{Bundle, generated, values};
 use crate::config::Config;
-use crate::decide::{RuntimeSecurity, Tier};
+use crate::decide::{Fit, RuntimeSecurity, Tier};
 use crate::facts::Facts;
 
 /// Everything a render depends on.
@@ -67,8 +68,28 @@ pub fn chart_archive(chart: &str, version: &str) -> String {
     format!("{chart}-{version}.tgz")
 }
 
-/// Renders every stage that applies, in install order.
+/// Renders every stage that applies, in install order, and checks that the
+/// result fits this node's memory (`decide::fit`): stages the node cannot
+/// hold are left out, or the render is refused with the numbers.
 pub fn render_stages(bundle: &Bundle, inputs: &StageInputs<'_>) -> Result<Vec<RenderedStage>> {
+    let all = render_tier(bundle, inputs)?;
+    let fp = super::footprint::of_stages(&all)?;
+    let fit = crate::decide::decide_fit(inputs.facts.memory.total_bytes, inputs.tier, &fp);
+    match fit.value {
+        Fit::Fits => Ok(all),
+        Fit::Reduced { omitted } => {
+            tracing::warn!(omitted = ?omitted, reason = %fit.reasons.join("; "), "stack reduced to fit memory");
+            Ok(all
+                .into_iter()
+                .filter(|s| !omitted.contains(&s.stage.name))
+                .collect())
+        }
+        Fit::Refused => bail!("{}", fit.reasons.join("; ")),
+    }
+}
+
+/// Renders every stage of the tier that applies, whatever the node's memory.
+pub fn render_tier(bundle: &Bundle, inputs: &StageInputs<'_>) -> Result<Vec<RenderedStage>> {
     let index = bundle.index()?;
     let mut out = Vec::new();
     for stage in &index.stages {
@@ -172,6 +193,15 @@ fn helm_chart(
         inputs.user_values.get(&h.chart).map(String::as_str),
     )
     .with_context(|| format!("values for {}", h.chart))?;
+    let values = if CHARTS_WITH_EXTRAS.contains(&h.chart.as_str())
+        && !decide_extra_dashboards(inputs.cfg).value
+    {
+        let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&values)?;
+        strip_extras(&mut v);
+        serde_yaml_ng::to_string(&v)?
+    } else {
+        values
+    };
     let mut spec = json!({
         "targetNamespace": h.namespace,
         "createNamespace": true,
