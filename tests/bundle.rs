@@ -2,6 +2,7 @@
 //! validators (kubernetes-validate, CRD schemas, promtool, amtool).
 
 mod common;
+mod stack;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -214,20 +215,7 @@ fn airgap_points_charts_at_k3s_static_directory() {
         "{}",
         String::from_utf8_lossy(&fail.stderr)
     );
-    let idx: toml::Table =
-        toml::from_str(&std::fs::read_to_string(repo().join("files/bundle/index.toml")).unwrap())
-            .unwrap();
-    for (_, c) in idx["charts"].as_table().unwrap() {
-        write(
-            root.path(),
-            &format!(
-                "/srv/charts/{}-{}.tgz",
-                c["chart"].as_str().unwrap(),
-                c["version"].as_str().unwrap()
-            ),
-            "tgz",
-        );
-    }
+    stack::write_airgap_charts(root.path(), "/srv/charts");
     ok(
         root.path(),
         &["render", "--out", out.path().to_str().unwrap()],
