@@ -318,6 +318,7 @@ pub fn for_tier(
     // Only the generated Secrets read these; they hold no workload.
     let secrets = super::secrets::Secrets {
         grafana_admin_password: String::new(),
+        uptime_kuma_admin_password: String::new(),
         smtp_password: None,
     };
     let inputs = super::StageInputs {

@@ -10,6 +10,7 @@ pub mod generated;
 pub mod index;
 pub mod render;
 pub mod secrets;
+pub mod uptime_kuma;
 pub mod values;
 
 pub use archive::{Bundle, BundleSource};

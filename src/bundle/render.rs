@@ -124,7 +124,10 @@ fn render_stage(
         docs.push(format!("# from {m}\n{}", body.trim_end()));
     }
     for g in &stage.generated {
-        let v = generated::generate(g, inputs.cfg, inputs.secrets)?;
+        let v = match super::uptime_kuma::generate(g, bundle, inputs) {
+            Some(v) => v?,
+            None => generated::generate(g, inputs.cfg, inputs.secrets)?,
+        };
         docs.push(serde_json::to_string_pretty(&v)?);
     }
     let mut helmchart = None;
@@ -149,10 +152,15 @@ fn render_stage(
         file_name: stage.file_name(),
         stage: stage.clone(),
         content: text.into_bytes(),
-        sensitive: stage
-            .generated
-            .iter()
-            .any(|g| g == "grafana-admin" || g == "alertmanager-config"),
+        sensitive: stage.generated.iter().any(|g| {
+            matches!(
+                g.as_str(),
+                "grafana-admin"
+                    | "alertmanager-config"
+                    | "uptime-kuma-admin"
+                    | "uptime-kuma-monitors"
+            )
+        }),
         helmchart,
         workloads,
     })
