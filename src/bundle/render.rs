@@ -84,7 +84,11 @@ pub fn render_stages(bundle: &Bundle, inputs: &StageInputs<'_>) -> Result<Vec<Re
                 .filter(|s| !omitted.contains(&s.stage.name))
                 .collect())
         }
-        Fit::Refused => bail!("{}", fit.reasons.join("; ")),
+        Fit::Refused => bail!(
+            "{} ({})",
+            fit.reasons[1].trim_start_matches("warning: "),
+            fit.reasons[0]
+        ),
     }
 }
 
