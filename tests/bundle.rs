@@ -2,6 +2,7 @@
 //! validators (kubernetes-validate, CRD schemas, promtool, amtool).
 
 mod common;
+mod stack;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,7 +17,18 @@ fn render(
     config: &str,
     args: &[&str],
 ) -> (tempfile::TempDir, tempfile::TempDir) {
-    let root = fixture(fixture_name);
+    let root = match fixture_name {
+        "pi4-8gb" => {
+            let r = fixture("pi4");
+            write(
+                r.path(),
+                "/proc/meminfo",
+                "MemTotal:        7998000 kB\nMemFree:         5000000 kB\nMemAvailable:    7100000 kB\n",
+            );
+            r
+        }
+        name => fixture(name),
+    };
     if !config.is_empty() {
         write(root.path(), "/etc/sightline/config.toml", config);
     }
@@ -203,20 +215,7 @@ fn airgap_points_charts_at_k3s_static_directory() {
         "{}",
         String::from_utf8_lossy(&fail.stderr)
     );
-    let idx: toml::Table =
-        toml::from_str(&std::fs::read_to_string(repo().join("files/bundle/index.toml")).unwrap())
-            .unwrap();
-    for (_, c) in idx["charts"].as_table().unwrap() {
-        write(
-            root.path(),
-            &format!(
-                "/srv/charts/{}-{}.tgz",
-                c["chart"].as_str().unwrap(),
-                c["version"].as_str().unwrap()
-            ),
-            "tgz",
-        );
-    }
+    stack::write_airgap_charts(root.path(), "/srv/charts");
     ok(
         root.path(),
         &["render", "--out", out.path().to_str().unwrap()],
@@ -372,8 +371,10 @@ fn run(cmd: &mut Command) -> (bool, String) {
 fn variants() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     vec![
         ("pi4", "", vec![]),
+        // The full tier on Pi hardware (Falco kmod driver): an 8 GB Pi 4, since
+        // a 4 GB one cannot hold the full tier's requests (tests/footprint.rs).
         (
-            "pi4",
+            "pi4-8gb",
             "[alerting]\nntfy_url = \"https://ntfy.sh/homelab\"\n[grafana]\nlan_cidrs = [\"192.168.1.0/24\"]\n",
             vec!["--tier", "full"],
         ),

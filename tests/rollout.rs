@@ -209,6 +209,12 @@ fn a_stage_that_never_gets_ready_times_out_and_blocks_the_next() {
 #[test]
 fn a_tier_switch_prunes_the_stages_that_no_longer_apply() {
     let (root, fake) = setup("pi4", "tier = \"full\"");
+    // An 8 GB Pi: on 4 GB the full tier's requests do not fit and are refused.
+    write(
+        root.path(),
+        "/proc/meminfo",
+        "MemTotal:        7998000 kB\nMemFree:         5000000 kB\nMemAvailable:    7100000 kB\n",
+    );
     let (code, log) = apply(root.path());
     assert_eq!(code, Some(0), "{log}");
     assert!(

@@ -86,11 +86,13 @@ pub struct Index {
 /// Conditions a stage may require.
 pub const CONDITIONS: [&str; 4] = ["tetragon", "falco", "gpu", "netpol"];
 /// Generated documents sightline knows how to make.
-pub const GENERATORS: [&str; 4] = [
+pub const GENERATORS: [&str; 6] = [
     "grafana-admin",
     "alertmanager-config",
     "grafana-netpol",
     "alertmanager-netpol",
+    "uptime-kuma-admin",
+    "uptime-kuma-monitors",
 ];
 
 /// Parses and checks an index.

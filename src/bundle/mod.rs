@@ -3,10 +3,14 @@
 
 pub mod alertmanager;
 pub mod archive;
+pub mod chart_pods;
+pub mod dashboards;
+pub mod footprint;
 pub mod generated;
 pub mod index;
 pub mod render;
 pub mod secrets;
+pub mod uptime_kuma;
 pub mod values;
 
 pub use archive::{Bundle, BundleSource};

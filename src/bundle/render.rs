@@ -5,11 +5,12 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
+use super::dashboards::{CHARTS_WITH_EXTRAS, decide_extra_dashboards, strip_extras};
 use super::index::{Index, Stage, WorkloadRef, parse_workload};
 use super::secrets::Secrets;
 use super::{Bundle, generated, values};
 use crate::config::Config;
-use crate::decide::{RuntimeSecurity, Tier};
+use crate::decide::{Fit, RuntimeSecurity, Tier};
 use crate::facts::Facts;
 use crate::k3s::helmchart::FailurePolicy;
 
@@ -68,8 +69,32 @@ pub fn chart_archive(chart: &str, version: &str) -> String {
     format!("{chart}-{version}.tgz")
 }
 
-/// Renders every stage that applies, in install order.
+/// Renders every stage that applies, in install order, and checks that the
+/// result fits this node's memory (`decide::fit`): stages the node cannot
+/// hold are left out, or the render is refused with the numbers.
 pub fn render_stages(bundle: &Bundle, inputs: &StageInputs<'_>) -> Result<Vec<RenderedStage>> {
+    let all = render_tier(bundle, inputs)?;
+    let fp = super::footprint::of_stages(&all)?;
+    let fit = crate::decide::decide_fit(inputs.facts.memory.total_bytes, inputs.tier, &fp);
+    match fit.value {
+        Fit::Fits => Ok(all),
+        Fit::Reduced { omitted } => {
+            tracing::warn!(omitted = ?omitted, reason = %fit.reasons.join("; "), "stack reduced to fit memory");
+            Ok(all
+                .into_iter()
+                .filter(|s| !omitted.contains(&s.stage.name))
+                .collect())
+        }
+        Fit::Refused => bail!(
+            "{} ({})",
+            fit.reasons[1].trim_start_matches("warning: "),
+            fit.reasons[0]
+        ),
+    }
+}
+
+/// Renders every stage of the tier that applies, whatever the node's memory.
+pub fn render_tier(bundle: &Bundle, inputs: &StageInputs<'_>) -> Result<Vec<RenderedStage>> {
     let index = bundle.index()?;
     let mut out = Vec::new();
     for stage in &index.stages {
@@ -104,7 +129,10 @@ fn render_stage(
         docs.push(format!("# from {m}\n{}", body.trim_end()));
     }
     for g in &stage.generated {
-        let v = generated::generate(g, inputs.cfg, inputs.secrets)?;
+        let v = match super::uptime_kuma::generate(g, bundle, inputs) {
+            Some(v) => v?,
+            None => generated::generate(g, inputs.cfg, inputs.secrets)?,
+        };
         docs.push(serde_json::to_string_pretty(&v)?);
     }
     let mut helmchart = None;
@@ -129,10 +157,15 @@ fn render_stage(
         file_name: stage.file_name(),
         stage: stage.clone(),
         content: text.into_bytes(),
-        sensitive: stage
-            .generated
-            .iter()
-            .any(|g| g == "grafana-admin" || g == "alertmanager-config"),
+        sensitive: stage.generated.iter().any(|g| {
+            matches!(
+                g.as_str(),
+                "grafana-admin"
+                    | "alertmanager-config"
+                    | "uptime-kuma-admin"
+                    | "uptime-kuma-monitors"
+            )
+        }),
         helmchart,
         workloads,
     })
@@ -185,6 +218,15 @@ fn helm_chart(
         inputs.user_values.get(&h.chart).map(String::as_str),
     )
     .with_context(|| format!("values for {}", h.chart))?;
+    let values = if CHARTS_WITH_EXTRAS.contains(&h.chart.as_str())
+        && !decide_extra_dashboards(inputs.cfg).value
+    {
+        let mut v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&values)?;
+        strip_extras(&mut v);
+        serde_yaml_ng::to_string(&v)?
+    } else {
+        values
+    };
     let mut spec = json!({
         "targetNamespace": h.namespace,
         "createNamespace": true,

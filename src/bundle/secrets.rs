@@ -14,6 +14,8 @@ use crate::sysroot::Sysroot;
 pub struct Secrets {
     /// Grafana's admin password.
     pub grafana_admin_password: String,
+    /// Uptime Kuma's admin password (its setup Job creates the user; AutoKuma logs in with it).
+    pub uptime_kuma_admin_password: String,
     /// The SMTP password, when configured.
     pub smtp_password: Option<String>,
 }
@@ -29,17 +31,20 @@ pub fn grafana_password_path(cfg: &Config) -> String {
     format!("{}/secrets/grafana-admin-password", cfg.paths.state_dir)
 }
 
-/// Loads the stored credentials, generating the Grafana password on first
-/// use. With `persist` false (a read-only render) a missing password is
-/// generated for this run only, and the second value says so.
-pub fn load(root: &Sysroot, cfg: &Config, persist: bool) -> Result<(Secrets, bool)> {
-    let path = grafana_password_path(cfg);
-    let (password, ephemeral) = match root.read_to_string(&path)? {
+/// Host path of the stored Uptime Kuma admin password.
+pub fn uptime_kuma_password_path(cfg: &Config) -> String {
+    format!("{}/secrets/uptime-kuma-admin-password", cfg.paths.state_dir)
+}
+
+/// A stored password, generated on first use. With `persist` false a
+/// missing one is generated for this run only, and the second value says so.
+fn stored_password(root: &Sysroot, path: &str, persist: bool) -> Result<(String, bool)> {
+    Ok(match root.read_to_string(path)? {
         Some(p) if !p.trim().is_empty() => (p.trim().to_string(), false),
         _ => {
             let p = generate_password()?;
             if persist {
-                let real = root.path(&path);
+                let real = root.path(path);
                 create_dir_all(real.parent().expect("has a parent"), 0o700)?;
                 write_atomic(&real, format!("{p}\n").as_bytes(), 0o600)
                     .with_context(|| format!("storing {path}"))?;
@@ -48,7 +53,16 @@ pub fn load(root: &Sysroot, cfg: &Config, persist: bool) -> Result<(Secrets, boo
                 (p, true)
             }
         }
-    };
+    })
+}
+
+/// Loads the stored credentials, generating the Grafana and Uptime Kuma
+/// passwords on first use. With `persist` false (a read-only render) a
+/// missing password is generated for this run only, and the second value
+/// says so.
+pub fn load(root: &Sysroot, cfg: &Config, persist: bool) -> Result<(Secrets, bool)> {
+    let (password, ephemeral) = stored_password(root, &grafana_password_path(cfg), persist)?;
+    let (kuma, kuma_ephemeral) = stored_password(root, &uptime_kuma_password_path(cfg), persist)?;
     let smtp_password = match &cfg.alerting.smtp_auth_password_file {
         Some(f) => Some(
             root.read_to_string(f)?
@@ -61,9 +75,10 @@ pub fn load(root: &Sysroot, cfg: &Config, persist: bool) -> Result<(Secrets, boo
     Ok((
         Secrets {
             grafana_admin_password: password,
+            uptime_kuma_admin_password: kuma,
             smtp_password,
         },
-        ephemeral,
+        ephemeral || kuma_ephemeral,
     ))
 }
 
@@ -89,6 +104,7 @@ mod tests {
                 "{:?}",
                 Secrets {
                     grafana_admin_password: a.clone(),
+                    uptime_kuma_admin_password: b.clone(),
                     smtp_password: None
                 }
             )

@@ -81,14 +81,27 @@ pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
     let d = Decisions::make(&cfg, &facts, state.tier.as_ref());
     let mut w = warnings(&cfg, &facts, &d);
     w.extend(unreadable);
-    if json_out {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&facts, &d, &w))?
+    let stack = crate::bundle::footprint::report(&ctx.root, &cfg, &facts, d.tier.value);
+    if let Ok(r) = &stack {
+        w.extend(
+            r.fit
+                .reasons
+                .iter()
+                .filter(|x| x.starts_with("warning:"))
+                .cloned(),
         );
+    }
+    if json_out {
+        let mut j = to_json(&facts, &d, &w);
+        j["stack"] = match &stack {
+            Ok(r) => serde_json::to_value(r)?,
+            Err(e) => json!({ "error": format!("{e:#}") }),
+        };
+        println!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(0);
     }
     print!("{}", render(&facts, &d, &w));
+    print!("{}", crate::bundle::footprint::render_report(&stack));
     Ok(0)
 }
 

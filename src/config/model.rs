@@ -223,7 +223,14 @@ pub struct AlertingConfig {
 pub struct GrafanaConfig {
     /// LAN CIDRs allowed to reach Grafana directly, besides the ingress controller.
     pub lan_cidrs: Vec<String>,
+    /// grafana.com dashboards 1860 and 16450, downloaded by Grafana at start:
+    /// `auto` (on unless `bundle.airgap_charts_dir` is set), `on` or `off`.
+    pub extra_dashboards: ExtraDashboardsChoice,
 }
+
+/// `auto`, `on` or `off` for the grafana.com extra dashboards (same words as
+/// the NetworkPolicy switch).
+pub type ExtraDashboardsChoice = NetworkPolicyChoice;
 
 /// `[loki]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,10 @@
 //! full or light, from measured memory.
 //!
 //! The rule: the full tier peaks at about 4 GiB and wants 2 GiB of headroom,
-//! so it needs 6 GiB *available*. Anything less gets the light tier, which
-//! runs in 0.8–1.2 GiB and fits a 4 GB Raspberry Pi 4. Available memory, not
+//! so it needs 6 GiB *available*. Anything less gets the light tier, whose
+//! steady requests stay within 1.2 GiB (computed from the rendered bundle by
+//! `bundle::footprint`, checked by tests/footprint.rs); whether they fit this
+//! node is `decide::fit`'s question. Available memory, not
 //! total, is what decides: an 8 GB box already running 6.5 GB of workloads
 //! has no room for the full stack.
 //!
@@ -21,7 +23,8 @@ pub const FULL_PEAK: u64 = 4 << 30;
 pub const FULL_HEADROOM: u64 = 2 << 30;
 /// Available memory the full tier needs.
 pub const FULL_NEEDS_AVAILABLE: u64 = FULL_PEAK + FULL_HEADROOM;
-/// Peak memory of the light tier.
+/// The light tier's budget for steady memory requests (tests/footprint.rs
+/// holds the rendered bundle to it).
 pub const LIGHT_PEAK: u64 = 1229 << 20;
 
 /// The stack tier.
@@ -138,7 +141,7 @@ fn measure(facts: &Facts) -> Decision<Tier> {
         Tier::Full
     } else {
         reasons.push(format!(
-            "{} available of {} < {} needed by the full tier (peak ~{} + {} headroom); the light tier runs in ~0.8–1.2 GiB",
+            "{} available of {} < {} needed by the full tier (peak ~{} + {} headroom): the light tier (its footprint is under `stack` in detect)",
             gib(avail),
             gib(total),
             gib(FULL_NEEDS_AVAILABLE),
@@ -147,7 +150,7 @@ fn measure(facts: &Facts) -> Decision<Tier> {
         ));
         if avail < LIGHT_PEAK + (512 << 20) {
             reasons.push(format!(
-                "warning: {} available leaves little room even for the light tier (~{} at peak)",
+                "warning: {} available leaves little room even for the light tier (budget {} of steady requests)",
                 gib(avail),
                 gib(LIGHT_PEAK)
             ));
