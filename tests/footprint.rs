@@ -142,3 +142,35 @@ fn readme_footprint_table_matches_the_bundle() {
         "README.md's footprint table is out of date; replace it with:\n{table}"
     );
 }
+
+/// `plan` on a node too small even for the reduced stack shows the refusal
+/// with its numbers under the cluster stages, beside the host plan, rather
+/// than failing as a whole.
+#[test]
+fn plan_shows_a_refused_stack_under_the_cluster_stages() {
+    let root = fixture("pi4");
+    write(
+        root.path(),
+        "/proc/meminfo",
+        "MemTotal:        1000000 kB\nMemFree:          500000 kB\nMemAvailable:     700000 kB\n",
+    );
+    let out = ok(root.path(), &["plan"]);
+    let cluster = out.split("cluster stages:").nth(1).unwrap_or_default();
+    assert!(
+        cluster.contains("skipped: cluster stages refused") && cluster.contains("977 MiB"),
+        "{out}"
+    );
+    assert!(
+        out.contains("audit-policy.yaml"),
+        "the host plan is shown too: {out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(root.path(), &["plan", "--json"])).unwrap();
+    assert_eq!(json["cluster"][0]["action"], "skipped");
+    assert!(
+        json["cluster"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refused")
+    );
+}

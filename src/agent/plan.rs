@@ -75,7 +75,20 @@ pub fn cluster_plan(
             reason: Some(reason),
         }]);
     }
-    let (stages, _, _) = super::desired_stages(&ctx.root, cfg, facts, None, false)?;
+    let stages = match super::desired_stages(&ctx.root, cfg, facts, None, false) {
+        Ok((stages, _, _)) => stages,
+        Err(e) => match e.downcast::<crate::bundle::render::StackRefused>() {
+            Ok(refused) => {
+                return Ok(vec![StagePlan {
+                    stage: String::new(),
+                    file: String::new(),
+                    action: StageAction::Skipped,
+                    reason: Some(refused.0),
+                }]);
+            }
+            Err(e) => return Err(e),
+        },
+    };
     let mut out: Vec<StagePlan> = state
         .stages
         .iter()

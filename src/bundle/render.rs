@@ -85,13 +85,20 @@ pub fn render_stages(bundle: &Bundle, inputs: &StageInputs<'_>) -> Result<Vec<Re
                 .filter(|s| !omitted.contains(&s.stage.name))
                 .collect())
         }
-        Fit::Refused => bail!(
+        Fit::Refused => Err(StackRefused(format!(
             "{} ({})",
             fit.reasons[1].trim_start_matches("warning: "),
             fit.reasons[0]
-        ),
+        ))
+        .into()),
     }
 }
+
+/// The node cannot hold the stack, even reduced: no cluster stage is
+/// written. The text gives the numbers.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StackRefused(pub String);
 
 /// Renders every stage of the tier that applies, whatever the node's memory.
 pub fn render_tier(bundle: &Bundle, inputs: &StageInputs<'_>) -> Result<Vec<RenderedStage>> {

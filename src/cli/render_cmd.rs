@@ -17,7 +17,7 @@ pub fn run(ctx: &Ctx, tier: Option<Tier>, out: Option<&Path>) -> Result<u8> {
     let (stages, bundle, ephemeral) = desired_stages(&ctx.root, &cfg, &facts, tier, writable)?;
     if ephemeral {
         eprintln!(
-            "note: no Grafana admin password is stored yet and this user cannot store one; the rendered Secret holds a one-off password"
+            "note: no Grafana or Uptime Kuma admin password is stored yet and this user cannot store one; the rendered Secrets hold one-off passwords"
         );
     }
     match out {
