@@ -34,11 +34,6 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     write_with(path, data, mode, Durability::Durable)
 }
 
-/// [`write_atomic`] without the fsyncs, for metrics and status files.
-pub fn write_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-    write_with(path, data, mode, Durability::Volatile)
-}
-
 fn write_with(path: &Path, data: &[u8], mode: u32, durability: Durability) -> io::Result<()> {
     let dir = parent_of(path)?;
     create_dir_all(&dir, 0o755)?;

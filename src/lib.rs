@@ -17,21 +17,21 @@
 //! | [`cli`] | the command line |
 
 pub mod agent;
-pub mod atomic;
-pub mod bundle;
+pub(crate) mod atomic;
+pub(crate) mod bundle;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod decide;
-pub mod digest;
+pub(crate) mod decide;
+pub(crate) mod digest;
 pub mod effects;
 pub mod engine;
 pub mod facts;
 pub mod host;
 pub mod k3s;
-pub mod lock;
-pub mod logging;
+pub(crate) mod lock;
+pub(crate) mod logging;
 pub mod rollout;
 pub mod state;
 pub mod sysroot;

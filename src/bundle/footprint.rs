@@ -97,18 +97,6 @@ impl Footprint {
     pub fn peak_requests(&self) -> u64 {
         self.steady_requests() + self.job_requests().max(self.init_peak_request())
     }
-
-    /// Steady requests per stage, in stage order of first appearance.
-    pub fn steady_by_stage(&self) -> Vec<(String, u64)> {
-        let mut out: Vec<(String, u64)> = Vec::new();
-        for l in self.lines.iter().filter(|l| l.phase == Phase::Steady) {
-            match out.iter_mut().find(|(s, _)| *s == l.stage) {
-                Some((_, v)) => *v += l.request_bytes * l.copies,
-                None => out.push((l.stage.clone(), l.request_bytes * l.copies)),
-            }
-        }
-        out
-    }
 }
 
 /// Computes the footprint of rendered stages.

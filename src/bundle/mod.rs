@@ -13,6 +13,6 @@ pub mod secrets;
 pub mod uptime_kuma;
 pub mod values;
 
-pub use archive::{Bundle, BundleSource};
-pub use index::{Index, Stage};
+pub use archive::Bundle;
+pub use index::Index;
 pub use render::{RenderedStage, StageInputs, render_stages};

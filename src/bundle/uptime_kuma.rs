@@ -26,9 +26,6 @@ use crate::decide::{RuntimeSecurity, Tier};
 /// Bundle path of the monitor definitions.
 pub const MONITORS: &str = "uptime-kuma/monitors.toml";
 
-/// The generators this module answers.
-pub const GENERATORS: [&str; 2] = ["uptime-kuma-admin", "uptime-kuma-monitors"];
-
 #[derive(Debug, Deserialize)]
 struct File {
     schema: u32,
@@ -63,7 +60,7 @@ fn secret(name: &str, data: Map<String, Value>) -> Value {
     })
 }
 
-/// Generates one of [`GENERATORS`], or None for another name.
+/// Generates `uptime-kuma-admin` or `uptime-kuma-monitors`, or None for another name.
 pub fn generate(name: &str, bundle: &Bundle, inputs: &StageInputs<'_>) -> Option<Result<Value>> {
     match name {
         "uptime-kuma-admin" => {

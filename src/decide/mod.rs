@@ -7,9 +7,9 @@ mod tier;
 
 use serde::Serialize;
 
-pub use fit::{EVICTION_RESERVE, Fit, K3S_SERVER_MEMORY, SHEDDABLE, decide_fit, needed};
-pub use runtime_security::{FalcoDriver, RuntimeSecurity, decide_runtime_security};
-pub use tier::{FULL_NEEDS_AVAILABLE, RecordedTier, Tier, decide_tier};
+pub use fit::{Fit, decide_fit};
+pub use runtime_security::{RuntimeSecurity, decide_runtime_security};
+pub use tier::{RecordedTier, Tier, decide_tier};
 
 use crate::config::LoadedConfig;
 use crate::facts::Facts;

@@ -2,12 +2,12 @@
 //! what differs atomically, remember what sightline owns, and run the
 //! follow-up effects.
 
-pub mod apply;
+pub(crate) mod apply;
 pub mod converge;
 pub mod journal;
 pub mod ops;
-pub mod plan;
-pub mod restart;
+pub(crate) mod plan;
+pub(crate) mod restart;
 pub mod uninstall;
 
 pub use apply::apply_changes;

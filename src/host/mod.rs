@@ -4,11 +4,11 @@
 //! effects due when it changes. [`crate::engine`] diffs this against the
 //! sysroot and converges it.
 
-pub mod audit;
-pub mod audit_policy;
-pub mod k3s_flags;
-pub mod throttle;
-pub mod watchdog;
+pub(crate) mod audit;
+pub(crate) mod audit_policy;
+pub(crate) mod k3s_flags;
+pub(crate) mod throttle;
+pub(crate) mod watchdog;
 
 use serde::Serialize;
 

@@ -2,8 +2,8 @@
 //! certificate, read-only apart from what the design needs.
 
 pub mod api;
-pub mod helmchart;
-pub mod version;
+pub(crate) mod helmchart;
+pub(crate) mod version;
 
 pub use api::{ApiError, K3sApi};
 pub use version::{K3sVersion, TooOld};

@@ -8,9 +8,9 @@
 //! and the prune rely on (`crate::k3s::version`).
 
 pub mod gates;
-pub mod helmchart;
-pub mod kube;
-pub mod progress;
+pub(crate) mod helmchart;
+pub(crate) mod kube;
+pub(crate) mod progress;
 mod prune;
 mod stage;
 

@@ -1,7 +1,7 @@
 //! systemd over D-Bus (zbus, async on tokio) and the sd_notify protocol.
 
 mod client;
-pub mod notify;
+pub(crate) mod notify;
 mod proxy;
 mod unit_info;
 
