@@ -1,5 +1,6 @@
 //! `sightline detect`.
 
+use super::out;
 use anyhow::Result;
 use serde_json::json;
 
@@ -82,13 +83,13 @@ pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
     let mut w = warnings(&cfg, &facts, &d);
     w.extend(unreadable);
     if json_out {
-        println!(
+        out::outln!(
             "{}",
             serde_json::to_string_pretty(&to_json(&facts, &d, &w))?
         );
         return Ok(0);
     }
-    print!("{}", render(&facts, &d, &w));
+    out::out!("{}", render(&facts, &d, &w));
     Ok(0)
 }
 
