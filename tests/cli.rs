@@ -67,6 +67,10 @@ fn every_reporting_command_speaks_json() {
     let (code, v) = json_of(r, &["bundle", "verify", &tar]);
     assert_eq!(code, Some(0));
     assert_eq!(v["ok"], true, "{v}");
+    // `bundle export --out -` writes the same archive to stdout.
+    let streamed = sightline(r, &["bundle", "export", "--out", "-"]);
+    assert!(streamed.status.success());
+    assert_eq!(streamed.stdout, std::fs::read(&tar).unwrap());
     // `--json` is the same as `-o json`, before or after the command.
     let a = ok(r, &["detect", "--json"]);
     let b = ok(r, &["--json", "detect"]);

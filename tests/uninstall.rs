@@ -96,6 +96,13 @@ fn uninstall_prunes_every_stage_then_removes_the_host_files() {
         !r.join(METRICS.trim_start_matches('/')).exists(),
         "sightline.prom left"
     );
+    // With its own metrics gone first, the textfile directory sightline
+    // created is empty and goes too.
+    assert!(
+        !r.join("run/node_exporter/textfile_collector").exists(),
+        "{}",
+        text(&out)
+    );
     // The host half ran too: the audit policy sightline wrote is gone.
     assert!(!r.join("etc/rancher/k3s/audit-policy.yaml").exists());
 }

@@ -1,7 +1,7 @@
 //! `uninstall` as a whole: first the cluster (every recorded stage pruned
 //! through the rollout's own prune: file emptied, objects waited for, file
-//! removed), then the host files (`engine::uninstall`), then sightline's
-//! own metrics textfiles.
+//! removed), then sightline's own metrics textfiles, then the host files
+//! (`engine::uninstall`).
 //!
 //! The stage records in state.json are the only list of what sightline put
 //! into k3s. The engine clears the state directory once the host is clean,
@@ -160,6 +160,17 @@ pub async fn uninstall(
     let (facts, cfg) = super::observe(ctx, cfg).await;
     let c = &cfg.config;
     let left = State::load(&ctx.root, c)?.stages;
+    // Before the host half, so that the textfile directory sightline
+    // created is empty and goes with it.
+    let mut removed_metrics = Vec::new();
+    for p in metrics_files(&cfg) {
+        if crate::atomic::remove_file(&ctx.root.path(&p))
+            .with_context(|| format!("removing {p}"))?
+        {
+            tracing::info!(path = %p, "removed metrics textfile");
+            removed_metrics.push(p);
+        }
+    }
     let ops = super::connect_ops(ctx, &cfg, !opts.no_restart).await?;
     let report =
         crate::engine::uninstall::uninstall(&ctx.root, &cfg, &facts, ops.as_ref(), opts.no_restart)
@@ -175,15 +186,6 @@ pub async fn uninstall(
             "{} (records the stage files left in the cluster; `sightline uninstall` removes them once the k3s API answers)",
             State::path(c)
         ));
-    }
-    let mut removed_metrics = Vec::new();
-    for p in metrics_files(&cfg) {
-        if crate::atomic::remove_file(&ctx.root.path(&p))
-            .with_context(|| format!("removing {p}"))?
-        {
-            tracing::info!(path = %p, "removed metrics textfile");
-            removed_metrics.push(p);
-        }
     }
     Ok(UninstallOutcome {
         cluster,

@@ -194,7 +194,7 @@ pub enum Command {
 pub enum BundleAction {
     /// Write the bundle built into this binary to DIR/bundle.tar (for packages).
     Export {
-        /// Output directory.
+        /// Output directory (taken as given, not under --root); `-` writes the archive to stdout.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },

@@ -138,11 +138,11 @@ fn environment() -> String {
         ),
         (
             "NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID",
-            "Set by systemd for sightline run (Type=notify): readiness and watchdog keep-alives go there.",
+            "Set by systemd for sightline run (Type=notify): readiness, RELOADING=1 around a reload, and watchdog keep-alives go there.",
         ),
         (
-            "JOURNAL_STREAM, INVOCATION_ID",
-            "Set by systemd: log lines then carry no timestamp and no colour, as journald adds its own.",
+            "JOURNAL_STREAM",
+            "Set by systemd. When it names sightline's stderr, events go to journald with their priority (error 3, warn 4, info 6, debug 7) and their fields as SIGHTLINE_* journal fields, so journalctl -u sightline -p err shows the errors. Otherwise stderr carries plain lines, with timestamps and colour on a terminal only.",
         ),
     ] {
         let _ = write!(s, ".TP\n\\fB{var}\\fR\n{}\n", escape(text));

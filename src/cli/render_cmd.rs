@@ -95,9 +95,16 @@ pub fn run(ctx: &Ctx, json: bool, tier: Option<Tier>, out: Option<&Path>) -> Res
 /// `sightline bundle export --out DIR`: the embedded bundle as a file, for packaging.
 pub fn export(out: &Path, json: bool) -> Result<u8> {
     let b = Bundle::embedded()?;
-    std::fs::create_dir_all(out)?;
+    if out == Path::new("-") {
+        // The archive itself is the output; nothing else goes to stdout.
+        std::io::Write::write_all(&mut std::io::stdout(), crate::bundle::archive::EMBEDDED)
+            .unwrap_or_else(|e| out::failed(&e));
+        return Ok(0);
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let tar = out.join("bundle.tar");
-    crate::atomic::write_atomic(&tar, crate::bundle::archive::EMBEDDED, 0o644)?;
+    crate::atomic::write_atomic(&tar, crate::bundle::archive::EMBEDDED, 0o644)
+        .with_context(|| format!("writing {}", tar.display()))?;
     let digest = crate::digest::sha256_hex(crate::bundle::archive::EMBEDDED);
     crate::atomic::write_atomic(
         &out.join("bundle.tar.sha256"),
