@@ -310,3 +310,48 @@ fn quiet_and_verbose_set_what_is_logged() {
     );
     assert!(run(&[], None, &apply).contains("INFO wrote file"));
 }
+
+#[test]
+fn render_by_a_user_who_cannot_read_the_password_names_the_file() {
+    if !nix_is_root() {
+        return;
+    }
+    let root = fixture("pi4");
+    let r = root.path();
+    write(
+        r,
+        "/var/lib/sightline/secrets/grafana-admin-password",
+        "x\n",
+    );
+    // Only the store is closed to others, as StateDirectoryMode=0700 makes it.
+    for (p, m) in [("", 0o755), ("var/lib/sightline", 0o700)] {
+        std::fs::set_permissions(r.join(p), std::os::unix::fs::PermissionsExt::from_mode(m))
+            .unwrap();
+    }
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_sightline"))
+        .arg("--root")
+        .arg(r)
+        .arg("render")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/var/lib/sightline/secrets/grafana-admin-password")
+            && err.contains("sudo sightline render"),
+        "{err}"
+    );
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}

@@ -16,8 +16,15 @@ use crate::decide::Tier;
 pub fn run(ctx: &Ctx, json: bool, tier: Option<Tier>, out: Option<&Path>) -> Result<u8> {
     let cfg = crate::config::load(&ctx.root)?;
     let (facts, cfg) = crate::agent::observe_blocking(ctx, &cfg)?;
-    let (stages, bundle, one_off) = desired_stages(&ctx.root, &cfg, &facts, tier, false)?;
     let stored = crate::bundle::secrets::grafana_password_path(&cfg.config);
+    // The store is root's (0600): say which file, and what to do, rather
+    // than a bare "Permission denied (os error 13)".
+    if let Err(e) = ctx.root.read(&stored) {
+        anyhow::bail!(
+            "reading the stored Grafana admin password {stored}: {e}; it is readable by root only, so run `sudo sightline render`"
+        );
+    }
+    let (stages, bundle, one_off) = desired_stages(&ctx.root, &cfg, &facts, tier, false)?;
     let password = if one_off {
         eprintln!(
             "note: no Grafana admin password is stored in {stored} yet; the rendered Secret holds a one-off password that is not kept (`sightline apply` generates and stores the real one)"
