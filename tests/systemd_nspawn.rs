@@ -354,7 +354,14 @@ fn the_daemon_reaches_ready_survives_its_watchdog_and_repairs_drift_within_a_sec
     );
     // A HUP sent past the check is reported, the old configuration kept,
     // and the error reaches the journal at priority err with its fields.
-    let out = c.exec(&["systemctl", "kill", "-s", "HUP", "sightline.service"]);
+    let out = c.exec(&[
+        "systemctl",
+        "kill",
+        "--kill-who=main",
+        "-s",
+        "HUP",
+        "sightline.service",
+    ]);
     assert!(out.status.success(), "{}", show(&out));
     wait_until(
         "the reload error in status",
@@ -580,4 +587,38 @@ fn a_stopped_k3s_is_not_started_and_loads_the_files_when_it_starts() {
         ok_starts(&c).last().unwrap()["audit_policy_sha256"],
         sha(&builtin_policy())
     );
+}
+
+#[test]
+fn uninstall_stops_the_daemon_first_so_nothing_is_put_back() {
+    let Some(c) = boot("uninstall", "[daemon]\nrecheck_interval_seconds = 600\n") else {
+        return;
+    };
+    let out = c.exec(&["systemctl", "enable", "--now", "sightline.service"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(c.read_file(POLICY).is_some());
+    // --no-restart cannot stop it, so it refuses rather than race it.
+    let refused = sightline(&c, &["uninstall", "--no-restart", "--keep-cluster"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("would put back what uninstall removes"),
+        "{}",
+        show(&refused)
+    );
+    assert!(c.read_file(POLICY).is_some(), "the refusal removed nothing");
+    let out = sightline_ok(&c, &["uninstall", "--keep-cluster"]);
+    assert!(
+        out.contains("sightline.service: stopped and disabled"),
+        "{out}"
+    );
+    assert_eq!(active(&c, "sightline"), "inactive");
+    assert_eq!(
+        c.sh_ok("systemctl is-enabled sightline.service || true")
+            .trim(),
+        "disabled"
+    );
+    // The daemon is not there to repair what uninstall removed.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(c.read_file(POLICY).is_none(), "the audit policy came back");
+    assert_eq!(active(&c, "k3s"), "active");
 }

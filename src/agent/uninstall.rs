@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use super::{Ctx, Mode};
 use crate::config::LoadedConfig;
+use crate::engine::ops::Ops as _;
 use crate::engine::{ConvergeOptions, ConvergeReport};
 use crate::host::DesiredState;
 use crate::rollout::{Progress, Rollout, RolloutResult, StageReport, Timing};
@@ -77,6 +78,41 @@ pub struct UninstallOutcome {
     pub kept: Vec<String>,
     /// sightline's own metrics textfiles removed.
     pub removed_metrics: Vec<String>,
+    /// True when `sightline.service` was running and uninstall stopped
+    /// and disabled it.
+    pub daemon_stopped: bool,
+}
+
+/// The daemon's unit.
+const DAEMON_UNIT: &str = "sightline.service";
+
+/// Stops and disables the daemon when it runs: it keeps the host files and
+/// the stages as configured, so beside uninstall it would put back what
+/// uninstall removes. Returns whether it did.
+async fn stop_daemon(ctx: &Ctx, cfg: &LoadedConfig, opts: UninstallOptions) -> Result<bool> {
+    use crate::systemd::ActiveState;
+    // Without systemd (a scratch root) there is no daemon to race.
+    let Some(ops) = super::connect_ops(ctx, cfg, true).await.ok().flatten() else {
+        return Ok(false);
+    };
+    let status = ops.unit_status(DAEMON_UNIT).await?;
+    if matches!(
+        status.active_state,
+        ActiveState::Inactive | ActiveState::Failed
+    ) {
+        return Ok(false);
+    }
+    if opts.no_restart {
+        anyhow::bail!(
+            "{DAEMON_UNIT} is {} and would put back what uninstall removes; stop it first (`sudo systemctl disable --now sightline`), or run uninstall without --no-restart, which stops it",
+            status.active_state
+        );
+    }
+    ops.disable_and_stop(DAEMON_UNIT)
+        .await
+        .with_context(|| format!("stopping {DAEMON_UNIT} before uninstalling"))?;
+    tracing::info!(unit = DAEMON_UNIT, "stopped and disabled the daemon");
+    Ok(true)
 }
 
 /// What `uninstall` would do (`uninstall --dry-run`).
@@ -153,6 +189,7 @@ pub async fn uninstall(
         no_restart: opts.no_restart,
         redecide: false,
     };
+    let daemon_stopped = stop_daemon(ctx, cfg, opts).await?;
     // The prune takes the state lock for each of its short writes, so it
     // runs before (not under) the lock the host half holds.
     let cluster = remove_stages(ctx, cfg, opts, progress).await?;
@@ -192,6 +229,7 @@ pub async fn uninstall(
         host: report.host,
         kept,
         removed_metrics,
+        daemon_stopped,
     })
 }
 

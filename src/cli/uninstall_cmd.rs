@@ -43,7 +43,9 @@ pub fn run(ctx: &Ctx, json: bool, dry_run: bool, opts: UninstallOptions) -> Resu
 }
 
 fn render_preview(p: &UninstallPreview) -> String {
-    let mut s = String::new();
+    let mut s = String::from(
+        "sightline.service, when running, is stopped and disabled first (it would put back what uninstall removes)\n\n",
+    );
     if p.stage_files.is_empty() {
         s.push_str("cluster: no stage recorded, nothing to prune\n");
     } else if p.keep_cluster {
@@ -95,6 +97,9 @@ fn render_preview(p: &UninstallPreview) -> String {
 
 fn render(o: &UninstallOutcome) -> String {
     let mut s = String::new();
+    if o.daemon_stopped {
+        s.push_str("sightline.service: stopped and disabled, so it does not put anything back\n");
+    }
     match &o.cluster {
         ClusterRemoval::NothingDeployed => {
             s.push_str("cluster: no stage recorded, nothing to prune\n")
