@@ -150,16 +150,37 @@ fn render_writes_no_host_state_and_says_where_the_password_comes_from() {
 }
 
 #[test]
-fn status_exits_4_while_the_node_is_degraded() {
+fn status_exits_4_while_a_stage_is_not_healthy() {
     let root = fixture("pi4");
     let r = root.path();
-    // --no-restart leaves the follow-up effects owed.
-    ok(r, &["apply", "--no-restart", "--host-only"]);
+    let fake = common::kubefake::KubeFake::start(r);
+    write(
+        r,
+        "/etc/sightline/config.toml",
+        &format!(
+            "[k3s]\napi_url = \"{}\"\napi_wait_seconds = 1\n[rollout]\naddon_timeout_seconds = 2\npoll_interval_ms = 100\n",
+            fake.url
+        ),
+    );
+    fake.with(|s| {
+        s.reject.insert(
+            "sightline-20-loki".into(),
+            common::kubefake::Reject::always("error parsing sightline-20-loki.yaml"),
+        )
+    });
+    let out = sightline(r, &["apply", "--no-restart"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let out = sightline(r, &["status"]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("pending effects"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("failed"));
     let (code, v) = json_of(r, &["status"]);
-    assert_eq!(code, Some(4));
+    assert_eq!(code, Some(4), "{v}");
+    // Healthy again: 0, although `--no-restart` left effects listed.
+    fake.with(|s| s.reject.clear());
+    let out = sightline(r, &["apply", "--no-restart"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (code, v) = json_of(r, &["status"]);
+    assert_eq!(code, Some(0), "{v}");
     assert!(!v["pending_effects"].as_array().unwrap().is_empty());
 }
 

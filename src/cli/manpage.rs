@@ -89,7 +89,7 @@ fn extra_exit_codes(command: &str) -> Vec<(u8, &'static str)> {
     );
     let degraded = (
         EXIT_DEGRADED,
-        "status: degraded: a stage is failed, pending or waiting, or a follow-up effect is still owed (1 means the last run failed).",
+        "status: degraded: a stage is failed, pending or waiting (1 means the last run failed).",
     );
     match command {
         "plan" => vec![changes],

@@ -20,9 +20,10 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<u8> {
     Ok(exit_code(&st))
 }
 
-/// 1 when the last run failed, 4 (degraded) while a stage is not healthy
-/// or an effect is still owed, 0 otherwise: a check such as
-/// `sightline status || alert` sees what the text says.
+/// 1 when the last run failed, 4 (degraded) while a stage is failed,
+/// pending or waiting, 0 otherwise: a check such as `sightline status ||
+/// alert` sees what the text says. Effects listed by `apply --no-restart`
+/// are the operator's choice and stay 0.
 pub fn exit_code(st: &Status) -> u8 {
     let stage_not_healthy = st
         .stages
@@ -30,7 +31,7 @@ pub fn exit_code(st: &Status) -> u8 {
         .any(|s| !matches!(s.state, StageState::Healthy | StageState::Pruned));
     if !st.errors.is_empty() {
         EXIT_ERROR
-    } else if stage_not_healthy || !st.pending_effects.is_empty() {
+    } else if stage_not_healthy {
         EXIT_DEGRADED
     } else {
         EXIT_OK
