@@ -45,7 +45,42 @@ fn append(builder: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
         .expect("appending to the bundle");
 }
 
+fn git(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The commit for `sightline --version`. A package build from a source
+/// tarball has no git: it passes SIGHTLINE_GIT_COMMIT instead.
+fn record_commit() {
+    println!("cargo:rerun-if-env-changed=SIGHTLINE_GIT_COMMIT");
+    let commit = std::env::var("SIGHTLINE_GIT_COMMIT")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            // Rebuild when HEAD moves: HEAD itself, the branch it points to,
+            // and packed-refs (a worktree's HEAD lives outside `.git/`).
+            for p in ["HEAD", "packed-refs"] {
+                if let Some(path) = git(&["rev-parse", "--git-path", p]) {
+                    println!("cargo:rerun-if-changed={path}");
+                }
+            }
+            if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"])
+                && let Some(path) = git(&["rev-parse", "--git-path", &r])
+            {
+                println!("cargo:rerun-if-changed={path}");
+            }
+            git(&["rev-parse", "--short=12", "HEAD"])
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=SIGHTLINE_GIT_COMMIT={commit}");
+}
+
 fn main() {
+    record_commit();
     let base = Path::new("files/bundle");
     println!("cargo:rerun-if-changed=files/bundle");
     let mut files = Vec::new();

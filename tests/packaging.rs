@@ -1216,7 +1216,7 @@ fn systemd_sysupdate_installs_a_new_release_from_sha256sums_and_moves_the_link()
     }
     c.sh_ok("systemd-sysext merge");
     assert_eq!(
-        c.sh_ok("sightline --version").trim(),
+        c.sh_ok("sightline -V").trim(),
         format!("sightline {VERSION}")
     );
     c.sh_ok("systemd-sysext unmerge");

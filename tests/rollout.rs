@@ -517,6 +517,12 @@ fn an_old_k3s_gets_the_host_layer_but_no_cluster_stages() {
 #[test]
 fn stateful_charts_abort_instead_of_reinstalling_after_a_failed_upgrade() {
     let root = fixture("pi4");
+    // Room for the full tier too: a 4 GB Pi would refuse it.
+    write(
+        root.path(),
+        "/proc/meminfo",
+        "MemTotal:        7998000 kB\nMemFree:         5000000 kB\nMemAvailable:    7100000 kB\n",
+    );
     for tier in ["full", "light"] {
         let out = root.path().join(format!("out-{tier}"));
         ok(

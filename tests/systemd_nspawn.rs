@@ -313,13 +313,11 @@ fn the_daemon_reaches_ready_survives_its_watchdog_and_repairs_drift_within_a_sec
         "no timestamps under journald: {journal}"
     );
     assert!(!journal.contains("status=226/NAMESPACE"));
-    let metrics = c
-        .read_file("/run/node_exporter/textfile_collector/sightline.prom")
-        .unwrap();
-    assert!(
-        metrics.contains("sightline_drift_repairs_total 1"),
-        "{metrics}"
-    );
+    // The metrics follow at the end of the repairing converge.
+    wait_until("the repair counted", Duration::from_secs(5), || {
+        c.read_file("/run/node_exporter/textfile_collector/sightline.prom")
+            .is_some_and(|m| m.contains("sightline_drift_repairs_total 1"))
+    });
     // SIGHUP (systemctl reload) rereads the configuration and converges.
     c.write_file(
         "/etc/sightline/config.toml",
@@ -336,17 +334,35 @@ fn the_daemon_reaches_ready_survives_its_watchdog_and_repairs_drift_within_a_sec
                 .is_some()
         },
     );
-    // A broken configuration on reload is reported and the old one kept.
+    // A broken configuration fails `systemctl reload` (ExecReload runs
+    // `sightline config --check` first) and says why; no HUP is sent.
     c.write_file(
         "/etc/sightline/config.toml",
         "[daemon]\nrecheck_interval_secs = 5\n",
         0o644,
     );
+    let out = c.exec(&["systemctl", "reload", "sightline.service"]);
     assert!(
-        c.exec(&["systemctl", "reload", "sightline.service"])
-            .status
-            .success()
+        !out.status.success(),
+        "a bad reload succeeded: {}",
+        show(&out)
     );
+    let why = c.sh_ok("journalctl -u sightline --no-pager -o cat | tail -20");
+    assert!(
+        why.contains("config.toml:2:1") && why.contains("recheck_interval_secs"),
+        "{why}"
+    );
+    // A HUP sent past the check is reported, the old configuration kept,
+    // and the error reaches the journal at priority err with its fields.
+    let out = c.exec(&[
+        "systemctl",
+        "kill",
+        "--kill-who=main",
+        "-s",
+        "HUP",
+        "sightline.service",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
     wait_until(
         "the reload error in status",
         Duration::from_secs(10),
@@ -356,6 +372,37 @@ fn the_daemon_reaches_ready_survives_its_watchdog_and_repairs_drift_within_a_sec
             })
         },
     );
+    let errors = c.sh_ok("journalctl -u sightline -p err --no-pager -o json");
+    let event: serde_json::Value = errors
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| {
+            e["MESSAGE"]
+                .as_str()
+                .is_some_and(|m| m.contains("the new configuration is invalid"))
+        })
+        .unwrap_or_else(|| panic!("no error in `journalctl -p err`:\n{errors}"));
+    assert_eq!(event["PRIORITY"], "3", "{event}");
+    assert_eq!(event["SYSLOG_IDENTIFIER"], "sightline", "{event}");
+    assert!(
+        event["SIGHTLINE_ERROR"]
+            .as_str()
+            .is_some_and(|e| e.contains("config.toml:2:1")),
+        "the error as a structured field: {event}"
+    );
+    // The informational lines are not errors.
+    assert!(
+        !errors.contains("managed file changed; repairing"),
+        "{errors}"
+    );
+    // A good configuration reloads again.
+    c.write_file(
+        "/etc/sightline/config.toml",
+        format!("{BASE_CONFIG}[daemon]\nrecheck_interval_seconds = 600\n"),
+        0o644,
+    );
+    let out = c.exec(&["systemctl", "reload", "sightline.service"]);
+    assert!(out.status.success(), "{}", show(&out));
     assert_eq!(
         active(&c, "sightline"),
         "active",
@@ -540,4 +587,38 @@ fn a_stopped_k3s_is_not_started_and_loads_the_files_when_it_starts() {
         ok_starts(&c).last().unwrap()["audit_policy_sha256"],
         sha(&builtin_policy())
     );
+}
+
+#[test]
+fn uninstall_stops_the_daemon_first_so_nothing_is_put_back() {
+    let Some(c) = boot("uninstall", "[daemon]\nrecheck_interval_seconds = 600\n") else {
+        return;
+    };
+    let out = c.exec(&["systemctl", "enable", "--now", "sightline.service"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(c.read_file(POLICY).is_some());
+    // --no-restart cannot stop it, so it refuses rather than race it.
+    let refused = sightline(&c, &["uninstall", "--no-restart", "--keep-cluster"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", show(&refused));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("would put back what uninstall removes"),
+        "{}",
+        show(&refused)
+    );
+    assert!(c.read_file(POLICY).is_some(), "the refusal removed nothing");
+    let out = sightline_ok(&c, &["uninstall", "--keep-cluster"]);
+    assert!(
+        out.contains("sightline.service: stopped and disabled"),
+        "{out}"
+    );
+    assert_eq!(active(&c, "sightline"), "inactive");
+    assert_eq!(
+        c.sh_ok("systemctl is-enabled sightline.service || true")
+            .trim(),
+        "disabled"
+    );
+    // The daemon is not there to repair what uninstall removed.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(c.read_file(POLICY).is_none(), "the audit policy came back");
+    assert_eq!(active(&c, "k3s"), "active");
 }

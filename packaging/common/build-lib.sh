@@ -138,7 +138,8 @@ sl_host_binary() {
 	fi
 	[[ -x $host ]] || sl_die "$host is not executable"
 	local v
-	v=$("$host" --version) || sl_die "$host --version failed"
+	# -V: the one-line version (--version adds the commit and the bundle digest).
+	v=$("$host" -V) || sl_die "$host -V failed"
 	[[ $v == "sightline $(sl_cargo_version)" ]] ||
 		sl_die "$host says '$v' but Cargo.toml has $(sl_cargo_version); rebuild it"
 	printf '%s\n' "$host"

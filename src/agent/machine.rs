@@ -29,6 +29,7 @@ pub async fn observe(ctx: &Ctx, cfg: &LoadedConfig) -> (Facts, LoadedConfig) {
             }
         }
     } else {
+        debug!(root = %ctx.root.root().display(), "not the running machine's root: searching the unit files under it");
         None
     };
     let facts = Facts::detect_with_units(&ctx.root, units.as_deref());

@@ -14,6 +14,7 @@ mod metrics;
 mod plan;
 mod publish;
 mod status;
+pub mod uninstall;
 
 use anyhow::Result;
 

@@ -329,7 +329,7 @@ pub struct StackReport {
     /// Per tier: steady requests, steady limits, Jobs, init peak (bytes).
     pub tiers: BTreeMap<Tier, TierFigures>,
     /// Whether the decided tier fits this node.
-    pub fit: crate::decide::Decision<crate::decide::Fit>,
+    pub fit: crate::decide::Decision<super::fit::Fit>,
     /// Whether the grafana.com extra dashboards are installed.
     pub extra_dashboards: crate::decide::Decision<bool>,
 }
@@ -376,11 +376,11 @@ pub fn render_report(r: &Result<StackReport>) -> String {
         ));
     }
     let fit = match &r.fit.value {
-        crate::decide::Fit::Fits => "fits".to_string(),
-        crate::decide::Fit::Reduced { omitted } => {
+        super::fit::Fit::Fits => "fits".to_string(),
+        super::fit::Fit::Reduced { omitted } => {
             format!("reduced: without {}", omitted.join(", "))
         }
-        crate::decide::Fit::Refused => "refused".to_string(),
+        super::fit::Fit::Refused => "refused".to_string(),
     };
     s.push_str(&format!("  fit    {fit}\n"));
     for reason in &r.fit.reasons {
@@ -419,7 +419,7 @@ pub fn report(
     }
     Ok(StackReport {
         tiers,
-        fit: crate::decide::decide_fit(facts.memory.total_bytes, tier, &own),
+        fit: super::fit::decide_fit(facts.memory.total_bytes, tier, &own),
         extra_dashboards: super::dashboards::decide_extra_dashboards(&cfg.config),
     })
 }

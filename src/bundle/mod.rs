@@ -5,6 +5,7 @@ pub mod alertmanager;
 pub mod archive;
 pub mod chart_pods;
 pub mod dashboards;
+pub mod fit;
 pub mod footprint;
 pub mod generated;
 pub mod index;

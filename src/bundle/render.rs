@@ -6,11 +6,12 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::dashboards::{CHARTS_WITH_EXTRAS, decide_extra_dashboards, strip_extras};
+use super::fit::Fit;
 use super::index::{Index, Stage, WorkloadRef, parse_workload};
 use super::secrets::Secrets;
 use super::{Bundle, generated, values};
 use crate::config::Config;
-use crate::decide::{Fit, RuntimeSecurity, Tier};
+use crate::decide::{RuntimeSecurity, Tier};
 use crate::facts::Facts;
 use crate::k3s::helmchart::FailurePolicy;
 
@@ -70,12 +71,12 @@ pub fn chart_archive(chart: &str, version: &str) -> String {
 }
 
 /// Renders every stage that applies, in install order, and checks that the
-/// result fits this node's memory (`decide::fit`): stages the node cannot
+/// result fits this node's memory (`bundle::fit`): stages the node cannot
 /// hold are left out, or the render is refused with the numbers.
 pub fn render_stages(bundle: &Bundle, inputs: &StageInputs<'_>) -> Result<Vec<RenderedStage>> {
     let all = render_tier(bundle, inputs)?;
     let fp = super::footprint::of_stages(&all)?;
-    let fit = crate::decide::decide_fit(inputs.facts.memory.total_bytes, inputs.tier, &fp);
+    let fit = super::fit::decide_fit(inputs.facts.memory.total_bytes, inputs.tier, &fp);
     match fit.value {
         Fit::Fits => Ok(all),
         Fit::Reduced { omitted } => {

@@ -1,5 +1,6 @@
 //! Argument definitions.
 
+use super::out;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -8,12 +9,20 @@ use clap::{CommandFactory, Parser, Subcommand};
 /// Makes a k3s node observable and watched: audit log, hardware watchdog,
 /// Raspberry Pi throttle metrics and the in-cluster monitoring stack.
 #[derive(Debug, Parser)]
-#[command(name = "sightline", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "sightline",
+    version,
+    long_version = LONG_VERSION,
+    about,
+    long_about = None,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Read and write every host path under DIR (/etc, /var, /run, /proc, /sys, /usr).
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         value_name = "DIR",
         default_value = "/",
         env = "SIGHTLINE_ROOT"
@@ -24,35 +33,89 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         value_name = "ADDRESS",
         env = "SIGHTLINE_SYSTEM_BUS"
     )]
     pub system_bus: Option<String>,
+    /// How commands report: text for people, json for scripts (one JSON document on stdout).
+    #[arg(
+        short = 'o',
+        long = "format",
+        global = true,
+        help_heading = GLOBAL,
+        value_enum,
+        default_value_t = Format::Text
+    )]
+    pub format: Format,
+    /// Same as `-o json`.
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    pub json: bool,
+    /// Log more: -v for debug, -vv for trace (SIGHTLINE_LOG, when set, wins).
+    #[arg(short, long, global = true, help_heading = GLOBAL, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Log errors only (SIGHTLINE_LOG, when set, wins).
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
+    pub quiet: bool,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The `--help` heading of the options every command takes.
+const GLOBAL: &str = "Global options";
+
+/// `sightline --version`: the version, the commit it was built from and the
+/// digest of the bundle compiled in, which together say exactly what it
+/// would deploy.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\ncommit ",
+    env!("SIGHTLINE_GIT_COMMIT"),
+    "\nbundle ",
+    env!("SIGHTLINE_BUNDLE_SUMS_SHA256"),
+);
+
+/// How a command reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Text for people.
+    #[default]
+    Text,
+    /// One JSON document on stdout.
+    Json,
+}
+
+impl Cli {
+    /// The output format, `--json` included.
+    pub fn output(&self) -> Format {
+        if self.json { Format::Json } else { self.format }
+    }
+
+    /// The log level `-q` or `-v` asks for, if either was given.
+    pub fn log_level(&self) -> Option<&'static str> {
+        match (self.quiet, self.verbose) {
+            (true, _) => Some("error"),
+            (_, 0) => None,
+            (_, 1) => Some("debug"),
+            _ => Some("trace"),
+        }
+    }
 }
 
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Detect the hardware and show the decisions made from it.
-    Detect {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Detect,
     /// Print the merged configuration and where each value came from.
     Config {
-        /// Print JSON.
+        /// Only check that the configuration loads and is valid (for ExecReload=); print nothing on success.
         #[arg(long)]
-        json: bool,
+        check: bool,
     },
     /// Show what `apply` would change, as a unified diff per file.
     Plan {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
         /// Exit 0 when there is nothing to do and 2 when changes are pending.
         #[arg(long)]
         exit_code: bool,
@@ -72,26 +135,29 @@ pub enum Command {
         #[arg(long)]
         redecide: bool,
     },
-    /// Remove what sightline wrote and restore the files it replaced.
+    /// Prune the in-cluster stages, then remove what sightline wrote on the host and restore the files it replaced.
     Uninstall {
         /// List follow-up effects instead of running them.
         #[arg(long)]
         no_restart: bool,
+        /// Leave the in-cluster stages (and their record in state.json) in place.
+        #[arg(long)]
+        keep_cluster: bool,
+        /// Only show what uninstall would remove.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Run as a daemon: converge, then keep the host true (sightline.service).
     Run,
     /// Show what the daemon last did, pending effects and stage health.
-    Status {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
     /// Write every stage file exactly as the rollout would place it (for review or GitOps).
     Render {
         /// Render this tier instead of the one decided for this machine.
         #[arg(long, value_enum)]
         tier: Option<TierArg>,
-        /// Write the files into DIR instead of printing them.
+        /// Write the files into DIR instead of printing them; `-` prints them. DIR is taken as
+        /// given, not under --root.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -103,7 +169,8 @@ pub enum Command {
     },
     /// Write the Raspberry Pi throttle state as node_exporter textfile metrics.
     CollectThrottle {
-        /// Output file (default: [throttle] output).
+        /// Output file; `-` prints the metrics. A FILE given here is taken as given; without
+        /// it, [throttle] output is used, under --root.
         #[arg(long, value_name = "FILE")]
         output: Option<String>,
     },
@@ -127,7 +194,7 @@ pub enum Command {
 pub enum BundleAction {
     /// Write the bundle built into this binary to DIR/bundle.tar (for packages).
     Export {
-        /// Output directory.
+        /// Output directory (taken as given, not under --root); `-` writes the archive to stdout.
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
@@ -168,20 +235,29 @@ impl Command {
 
 /// `sightline completions SHELL`.
 pub fn completions(shell: clap_complete::Shell) -> Result<u8> {
-    clap_complete::generate(
-        shell,
-        &mut Cli::command(),
-        "sightline",
-        &mut std::io::stdout(),
-    );
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut completion_command(), "sightline", &mut buf);
+    std::io::Write::write_all(&mut std::io::stdout(), &buf)
+        .unwrap_or_else(|e| super::out::failed(&e));
     Ok(0)
+}
+
+/// The command line without its hidden commands: some generators (bash)
+/// list every subcommand, hidden or not, and clap cannot remove one.
+fn completion_command() -> clap::Command {
+    let full = Cli::command();
+    let mut cmd = clap::Command::new("sightline").args(full.get_arguments().cloned());
+    for sub in full.get_subcommands().filter(|s| !s.is_hide_set()) {
+        cmd = cmd.subcommand(sub.clone());
+    }
+    cmd
 }
 
 /// `sightline manpage --out DIR`: sightline(1), a page per command and
 /// sightline.toml(5) (see `manpage`).
 pub fn manpages(out: &Path) -> Result<u8> {
     for page in super::manpage::write_all(out)? {
-        println!("{}", out.join(page).display());
+        out::outln!("{}", out.join(page).display());
     }
     Ok(0)
 }

@@ -1,22 +1,31 @@
 //! `sightline config`: the merged configuration and where each value came from.
 
+use super::out;
 use anyhow::Result;
 
 use crate::agent::Ctx;
 use crate::config::{LoadedConfig, Origin};
 
 /// Runs `config`.
-pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
+pub fn run(ctx: &Ctx, json_out: bool, check: bool) -> Result<u8> {
+    // A bad file fails here, with the file, the line and the fix: what
+    // `ExecReload=sightline config --check` shows in `systemctl reload`.
     let cfg = crate::config::load(&ctx.root)?;
+    if check {
+        if json_out {
+            super::print_json(&serde_json::json!({ "valid": true, "sources": cfg.sources }))?;
+        }
+        return Ok(0);
+    }
     if json_out {
         let v = serde_json::json!({
             "config": cfg.config,
             "origins": cfg.origins,
             "sources": cfg.sources,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out::outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", render(&cfg)?);
+        out::out!("{}", render(&cfg)?);
     }
     Ok(0)
 }

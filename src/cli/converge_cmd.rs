@@ -1,5 +1,6 @@
-//! `sightline plan`, `apply` and `uninstall`.
+//! `sightline plan` and `apply`.
 
+use super::out;
 use anyhow::Result;
 
 use super::{EXIT_CHANGES, EXIT_CLUSTER_PENDING, EXIT_ERROR, EXIT_OK};
@@ -32,11 +33,11 @@ pub fn plan(ctx: &Ctx, json: bool, exit_code: bool, host_only: bool) -> Result<u
     if json {
         let mut v = super::output::report_json(&facts, &report, &cfg);
         v["cluster"] = serde_json::to_value(&cluster)?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        out::outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        print!("{}", super::output::render_plan(&facts, &report, &cfg));
+        out::out!("{}", super::output::render_plan(&facts, &report, &cfg));
         if let Some(c) = &cluster {
-            print!("{}", super::output::render_cluster_plan(c));
+            out::out!("{}", super::output::render_cluster_plan(c));
         }
     }
     Ok(
@@ -48,29 +49,56 @@ pub fn plan(ctx: &Ctx, json: bool, exit_code: bool, host_only: bool) -> Result<u
     )
 }
 
+/// `apply`'s switches.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyArgs {
+    /// List follow-up effects instead of running them.
+    pub no_restart: bool,
+    /// Leave the cluster alone.
+    pub host_only: bool,
+    /// Decide the tier again.
+    pub redecide: bool,
+}
+
 /// `sightline apply`.
-pub fn apply(ctx: &Ctx, no_restart: bool, host_only: bool, redecide: bool) -> Result<u8> {
+pub fn apply(ctx: &Ctx, json: bool, args: ApplyArgs) -> Result<u8> {
     ctx.require_root_user("apply")?;
     let cfg = crate::config::load(&ctx.root)?;
     let rt = agent::runtime()?;
     let mode = Mode::Cli {
-        no_restart,
-        redecide,
+        no_restart: args.no_restart,
+        redecide: args.redecide,
     };
     let outcome = rt.block_on(agent::converge_once(ctx, &cfg, mode));
     let report = outcome.result?;
-    print!("{}", super::output::render_apply(&report));
-    if host_only {
-        println!("\ncluster: left alone (--host-only)");
+    if !json {
+        out::out!("{}", super::output::render_apply(&report));
+    }
+    if args.host_only {
+        if json {
+            super::print_json(&serde_json::json!({ "host": report, "cluster": null }))?;
+        } else {
+            out::outln!("\ncluster: left alone (--host-only)");
+        }
         return Ok(EXIT_OK);
     }
-    println!("\ncluster:");
-    let cluster = rt.block_on(agent::run_cluster(ctx, &cfg, Progress::for_stdout(), true))?;
+    // With -o json, stdout carries the one document; progress goes to the log.
+    let progress = if json {
+        Progress::Log
+    } else {
+        out::outln!("\ncluster:");
+        Progress::for_stdout()
+    };
+    let cluster = rt.block_on(agent::run_cluster(ctx, &cfg, progress, true))?;
     agent::publish_cluster(ctx, &cfg, &cluster);
-    if let ClusterOutcome::Rollout(r) = &cluster {
-        print_stages(r);
+    if json {
+        super::print_json(&serde_json::json!({ "host": report, "cluster": cluster }))?;
+    } else {
+        if let ClusterOutcome::Rollout(r) = &cluster {
+            print_stages(r);
+        }
+        out::outln!("{}", cluster.line());
     }
-    println!("{}", cluster.line());
     Ok(match &cluster {
         ClusterOutcome::Skipped { .. } => EXIT_OK,
         ClusterOutcome::Rollout(r) => match &r.result {
@@ -88,9 +116,9 @@ pub fn apply(ctx: &Ctx, no_restart: bool, host_only: bool, redecide: bool) -> Re
 }
 
 fn print_stages(r: &RolloutReport) {
-    println!("\nstages:");
+    out::outln!("\nstages:");
     for st in &r.stages {
-        println!(
+        out::outln!(
             "  {:<26} {:<8} {:>6.1}s  {}",
             st.name,
             st.state.name(),
@@ -98,26 +126,4 @@ fn print_stages(r: &RolloutReport) {
             st.detail.as_deref().unwrap_or("")
         );
     }
-}
-
-/// `sightline uninstall`.
-pub fn uninstall(ctx: &Ctx, no_restart: bool) -> Result<u8> {
-    ctx.require_root_user("uninstall")?;
-    let cfg = crate::config::load(&ctx.root)?;
-    let rt = agent::runtime()?;
-    let report = rt.block_on(async {
-        let mode = Mode::Cli {
-            no_restart,
-            redecide: false,
-        };
-        let _lock = agent::lock(ctx, &cfg, mode).await?;
-        let (facts, cfg) = agent::observe(ctx, &cfg).await;
-        let ops = agent::connect_ops(ctx, &cfg, !no_restart).await?;
-        crate::engine::uninstall::uninstall(&ctx.root, &cfg, &facts, ops.as_ref(), no_restart).await
-    })?;
-    print!("{}", super::output::render_apply(&report.host));
-    for k in &report.kept {
-        println!("kept {k}");
-    }
-    Ok(EXIT_OK)
 }

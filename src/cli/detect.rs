@@ -1,5 +1,6 @@
 //! `sightline detect`.
 
+use super::out;
 use anyhow::Result;
 use serde_json::json;
 
@@ -97,11 +98,11 @@ pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
             Ok(r) => serde_json::to_value(r)?,
             Err(e) => json!({ "error": format!("{e:#}") }),
         };
-        println!("{}", serde_json::to_string_pretty(&j)?);
+        out::outln!("{}", serde_json::to_string_pretty(&j)?);
         return Ok(0);
     }
-    print!("{}", render(&facts, &d, &w));
-    print!("{}", crate::bundle::footprint::render_report(&stack));
+    out::out!("{}", render(&facts, &d, &w));
+    out::out!("{}", crate::bundle::footprint::render_report(&stack));
     Ok(0)
 }
 

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::CommandFactory;
 
 use super::args::Cli;
-use super::{EXIT_CHANGES, EXIT_CLUSTER_PENDING, EXIT_ERROR, EXIT_OK};
+use super::{EXIT_CHANGES, EXIT_CLUSTER_PENDING, EXIT_DEGRADED, EXIT_ERROR, EXIT_OK};
 use crate::config::{Config, DROPIN_DIRS, MAIN_FILE, doc};
 
 /// Where the packages put the pristine commented defaults.
@@ -83,10 +83,20 @@ fn extra_exit_codes(command: &str) -> Vec<(u8, &'static str)> {
         EXIT_CLUSTER_PENDING,
         "apply: the host layer is done, but the k3s API did not answer within [k3s] api_wait_seconds, so the cluster stages are pending; sightline run keeps retrying.",
     );
+    let left = (
+        EXIT_CLUSTER_PENDING,
+        "uninstall: the host files are removed, but stage files stay in the cluster (the k3s API did not answer or a prune timed out); state.json keeps their record, and uninstall again finishes the job.",
+    );
+    let degraded = (
+        EXIT_DEGRADED,
+        "status: degraded: a stage is failed, pending or waiting (1 means the last run failed).",
+    );
     match command {
         "plan" => vec![changes],
         "apply" => vec![pending],
-        "sightline" => vec![changes, pending],
+        "uninstall" => vec![left],
+        "status" => vec![degraded],
+        "sightline" => vec![changes, pending, degraded],
         _ => Vec::new(),
     }
 }
@@ -124,15 +134,15 @@ fn environment() -> String {
     for (var, text) in [
         (
             "SIGHTLINE_LOG",
-            "A tracing filter directive (e.g. \"debug\", or \"sightline=trace\") for what is logged. The default is \"info\" for apply, uninstall and run, \"warn\" for the read-only commands.",
+            "A tracing filter directive (e.g. \"debug\", or \"sightline=trace\") for what is logged; it wins over -v and -q. The default is \"info\" for apply, uninstall and run, \"warn\" for the read-only commands.",
         ),
         (
             "NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID",
-            "Set by systemd for sightline run (Type=notify): readiness and watchdog keep-alives go there.",
+            "Set by systemd for sightline run (Type=notify): readiness, RELOADING=1 around a reload, and watchdog keep-alives go there.",
         ),
         (
-            "JOURNAL_STREAM, INVOCATION_ID",
-            "Set by systemd: log lines then carry no timestamp and no colour, as journald adds its own.",
+            "JOURNAL_STREAM",
+            "Set by systemd. When it names sightline's stderr, events go to journald with their priority (error 3, warn 4, info 6, debug 7) and their fields as SIGHTLINE_* journal fields, so journalctl -u sightline -p err shows the errors. Otherwise stderr carries plain lines, with timestamps and colour on a terminal only.",
         ),
     ] {
         let _ = write!(s, ".TP\n\\fB{var}\\fR\n{}\n", escape(text));

@@ -1,20 +1,41 @@
 //! `sightline status`.
 
+use super::out;
 use anyhow::Result;
 
+use super::{EXIT_DEGRADED, EXIT_ERROR, EXIT_OK};
 use crate::agent::Ctx;
 use crate::agent::Status;
+use crate::state::StageState;
 
 /// Runs `status`.
 pub fn run(ctx: &Ctx, json: bool) -> Result<u8> {
     let cfg = crate::config::load(&ctx.root)?;
     let st = Status::read(&ctx.root, &cfg.config)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&st)?);
-        return Ok(0);
+        super::print_json(&st)?;
+    } else {
+        out::out!("{}", render(&st, daemon_alive(st.daemon_pid, ctx)));
     }
-    print!("{}", render(&st, daemon_alive(st.daemon_pid, ctx)));
-    Ok(if st.errors.is_empty() { 0 } else { 1 })
+    Ok(exit_code(&st))
+}
+
+/// 1 when the last run failed, 4 (degraded) while a stage is failed,
+/// pending or waiting, 0 otherwise: a check such as `sightline status ||
+/// alert` sees what the text says. Effects listed by `apply --no-restart`
+/// are the operator's choice and stay 0.
+pub fn exit_code(st: &Status) -> u8 {
+    let stage_not_healthy = st
+        .stages
+        .iter()
+        .any(|s| !matches!(s.state, StageState::Healthy | StageState::Pruned));
+    if !st.errors.is_empty() {
+        EXIT_ERROR
+    } else if stage_not_healthy {
+        EXIT_DEGRADED
+    } else {
+        EXIT_OK
+    }
 }
 
 fn daemon_alive(pid: Option<u32>, ctx: &Ctx) -> Option<bool> {

@@ -182,6 +182,18 @@ impl Daemon<'_> {
     /// Loads the configuration again; returns the converge reason, or `None`
     /// when the new configuration is invalid and the old one stays.
     async fn reload(&mut self) -> Option<&'static str> {
+        // systemd keeps the unit "reloading" from RELOADING=1 until READY=1.
+        // MONOTONIC_USEC is what 253+ requires beside RELOADING=1 (for
+        // Type=notify-reload); 252 ignores the field it does not know.
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        let _ = sd_notify::notify(&reloading);
+        let reason = self.load_new_config().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        reason
+    }
+
+    async fn load_new_config(&mut self) -> Option<&'static str> {
         match crate::config::load(&self.ctx.root) {
             Ok(new) => {
                 info!("configuration reloaded (SIGHUP)");

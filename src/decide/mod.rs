@@ -1,13 +1,11 @@
 //! The choices sightline makes from facts and config — each with the reasons
 //! a user would need to agree or override it.
 
-mod fit;
 mod runtime_security;
 mod tier;
 
 use serde::Serialize;
 
-pub use fit::{Fit, decide_fit};
 pub use runtime_security::{RuntimeSecurity, decide_runtime_security};
 pub use tier::{RecordedTier, Tier, decide_tier};
 

@@ -4,7 +4,7 @@
 //! so it needs 6 GiB *available*. Anything less gets the light tier, whose
 //! steady requests stay within 1.2 GiB (computed from the rendered bundle by
 //! `bundle::footprint`, checked by tests/footprint.rs); whether they fit this
-//! node is `decide::fit`'s question. Available memory, not
+//! node is `bundle::fit`'s question. Available memory, not
 //! total, is what decides: an 8 GB box already running 6.5 GB of workloads
 //! has no room for the full stack.
 //!

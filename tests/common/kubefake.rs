@@ -95,6 +95,10 @@ pub struct Scenario {
     failed_status: BTreeSet<String>,
     /// HelmCharts being deleted → remaining reads.
     deleting: BTreeMap<String, u32>,
+    /// Objects an Addon once held and its last apply dropped: wrangler
+    /// deletes them (see `deploy`), so the workload routes, which otherwise
+    /// answer for any name, must say 404 for these.
+    deleted: BTreeSet<String>,
     next_uid: u64,
 }
 
@@ -117,6 +121,7 @@ impl Default for Scenario {
             jobs: BTreeMap::new(),
             failed_status: BTreeSet::new(),
             deleting: BTreeMap::new(),
+            deleted: BTreeSet::new(),
             next_uid: 1,
         }
     }
@@ -205,6 +210,12 @@ impl KubeFake {
             scenario,
             _thread: thread,
         }
+    }
+
+    /// REST paths of the objects that exist now: those in the last applied
+    /// content of each Addon.
+    pub fn live_objects(&self) -> BTreeSet<String> {
+        objects(&self.scenario.lock().unwrap())
     }
 
     /// Runs a closure on the scenario.
@@ -440,6 +451,24 @@ fn deploy(s: &mut Scenario, path: &Path, compare_checksum: bool) -> Result<(), (
         "AppliedManifest",
         format!("Applied manifest at {source:?}"),
     );
+    // wrangler's apply with the Addon as owner deletes the objects the
+    // new content no longer lists (`desiredset_process.go` `compareSets`);
+    // an empty file puts it in remove mode and deletes them all
+    // (`desiredset_apply.go` L76-78). See docs/research/k3s.md, "Pruning".
+    let old: BTreeSet<String> = s.addons[&name]
+        .applied
+        .as_deref()
+        .map(sightline::rollout::object_paths)
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let new: BTreeSet<String> = sightline::rollout::object_paths(&content)
+        .into_iter()
+        .collect();
+    s.deleted.extend(old.difference(&new).cloned());
+    for p in &new {
+        s.deleted.remove(p);
+    }
     let a = s.addons.get_mut(&name).unwrap();
     a.checksum = Some(sum);
     a.applied = Some(content);
@@ -711,6 +740,9 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
             (200, list("PodList", items))
         }
         ["apis", "apps", "v1", "namespaces", ns, kind_plural, name] => {
+            if s.deleted.contains(path) {
+                return not_found(path);
+            }
             let kind = kind_plural.trim_end_matches('s');
             let key = format!("{kind}/{ns}/{name}");
             let unready = s.unready.contains_key(&key);

@@ -16,8 +16,8 @@
 
 use serde::Serialize;
 
-use super::{Decision, Tier};
-use crate::bundle::footprint::{Footprint, mib};
+use super::footprint::{Footprint, mib};
+use crate::decide::{Decision, Tier};
 
 /// Memory the k3s server process and its packaged components take beside the
 /// stack (issue 15's estimate). Upstream's table
