@@ -67,6 +67,21 @@ pub fn load(root: &Sysroot, cfg: &Config, persist: bool) -> Result<(Secrets, boo
     ))
 }
 
+/// Keeps the cluster's Grafana password (read from the API) as this
+/// server's local copy, mode 0600, for renders while the API is down.
+/// Returns whether the file changed.
+pub fn store_grafana_password(root: &Sysroot, cfg: &Config, password: &str) -> Result<bool> {
+    let path = grafana_password_path(cfg);
+    if root.read_to_string(&path)?.as_deref().map(str::trim) == Some(password) {
+        return Ok(false);
+    }
+    let real = root.path(&path);
+    create_dir_all(real.parent().expect("has a parent"), 0o700)?;
+    write_atomic(&real, format!("{password}\n").as_bytes(), 0o600)
+        .with_context(|| format!("storing {path}"))?;
+    Ok(true)
+}
+
 /// 32 bytes from the OS RNG, base64url without padding (43 characters).
 pub fn generate_password() -> Result<String> {
     let mut b = [0u8; 32];

@@ -1,11 +1,13 @@
 //! The choices sightline makes from facts and config — each with the reasons
 //! a user would need to agree or override it.
 
+mod cluster;
 mod runtime_security;
 mod tier;
 
 use serde::Serialize;
 
+pub use cluster::{ClusterDecision, decide_cluster};
 pub use runtime_security::{FalcoDriver, RuntimeSecurity, decide_runtime_security};
 pub use tier::{FULL_NEEDS_AVAILABLE, RecordedTier, Tier, decide_tier};
 
