@@ -379,6 +379,22 @@ fn a_mixed_cluster_gets_one_decision_that_says_why() {
         text.contains("cluster decision: light tier, falco (auto driver)"),
         "{text}"
     );
+    // `detect` on the Pi shows the cluster's decision, not its own (which
+    // would pick the kernel module for its BTF-less kernel).
+    let v = detect(roots[0].path());
+    assert_eq!(v["view"], json!("cluster"), "{v:#}");
+    assert_eq!(v["falco_driver"], json!("kmod"), "{v:#}");
+    assert_eq!(v["cluster"]["decision"]["falco_driver"], json!("auto"), "{v:#}");
+    let text = ok(roots[0].path(), &["detect"]);
+    assert!(
+        text.contains("decisions (cluster)") && text.contains("lease holder      big"),
+        "{text}"
+    );
+    // Without the API, the local view, and it says why.
+    fake.with(|s| s.down = true);
+    let v = detect(roots[0].path());
+    assert_eq!(v["view"], json!("local"), "{v:#}");
+    assert!(v["cluster_unavailable"].is_string(), "{v:#}");
 }
 
 #[test]

@@ -57,12 +57,17 @@ impl ClusterDecision {
         }
     }
 
-    /// One line: `light tier, falco (auto driver), NetworkPolicies on`.
-    pub fn summary(&self) -> String {
-        let rs = match self.runtime() {
+    /// `falco (auto driver)`, `tetragon` or `none`.
+    pub fn runtime_line(&self) -> String {
+        match self.runtime() {
             RuntimeSecurity::Falco(d) => format!("falco ({} driver)", d.chart_value()),
             other => other.name().to_string(),
-        };
+        }
+    }
+
+    /// One line: `light tier, falco (auto driver), NetworkPolicies on`.
+    pub fn summary(&self) -> String {
+        let rs = self.runtime_line();
         format!(
             "{} tier, {rs}, NetworkPolicies {}{}",
             self.tier,
