@@ -123,7 +123,9 @@ fn status_json(root: &Path) -> Value {
 fn three_servers_starting_at_once_elect_one_holder_and_write_identical_files() {
     let hosts = [("srv-a", false), ("srv-b", false), ("srv-c", false)];
     let (roots, fake) = cluster(&hosts, 30);
-    // All three at once, as after a power cut.
+    // All three at once, as after a power cut: each reads "no Lease"
+    // before any of them creates it.
+    fake.with(|s| s.lease_barrier = 3);
     let children: Vec<_> = roots
         .iter()
         .map(|r| {
@@ -167,7 +169,12 @@ fn three_servers_starting_at_once_elect_one_holder_and_write_identical_files() {
             .filter(|r| r.starts_with("POST /apis/coordination.k8s.io"))
             .count()
     });
-    assert!(lease_creates >= 1, "the Lease was created");
+    assert_eq!(lease_creates, 3, "all three tried to create the Lease");
+    assert_eq!(
+        fake.with(|s| s.conflicts.get("leases/sightline").copied()),
+        Some(2),
+        "two lost the race with 409 AlreadyExists"
+    );
     // The followers' next pass (the daemon's re-check) mirrors the holder.
     for (i, r) in roots.iter().enumerate() {
         if i != idx {
@@ -384,7 +391,11 @@ fn a_mixed_cluster_gets_one_decision_that_says_why() {
     let v = detect(roots[0].path());
     assert_eq!(v["view"], json!("cluster"), "{v:#}");
     assert_eq!(v["falco_driver"], json!("kmod"), "{v:#}");
-    assert_eq!(v["cluster"]["decision"]["falco_driver"], json!("auto"), "{v:#}");
+    assert_eq!(
+        v["cluster"]["decision"]["falco_driver"],
+        json!("auto"),
+        "{v:#}"
+    );
     let text = ok(roots[0].path(), &["detect"]);
     assert!(
         text.contains("decisions (cluster)") && text.contains("lease holder      big"),

@@ -104,6 +104,12 @@ pub struct Scenario {
     /// Every checksum each Addon took, in order: a value that comes back
     /// after another is a flap.
     pub checksums: BTreeMap<String, Vec<String>>,
+    /// Hold back the answers to the first reads of the Lease until this
+    /// many have been read (or 10 s passed): servers that start at once all
+    /// read "no Lease" before any of them writes, the race the apiserver's
+    /// conflicts settle.
+    pub lease_barrier: usize,
+    lease_reads: usize,
     /// Writes refused with 409, by `plural/name`.
     pub conflicts: BTreeMap<String, u32>,
     /// The last `resourceVersion` handed out.
@@ -138,6 +144,8 @@ impl Default for Scenario {
             objects: BTreeMap::new(),
             checksums: BTreeMap::new(),
             conflicts: BTreeMap::new(),
+            lease_barrier: 0,
+            lease_reads: 0,
             resource_version: 100,
             scanned: BTreeSet::new(),
             mtimes: BTreeMap::new(),
@@ -340,6 +348,11 @@ async fn serve(
                         write(&mut s, &manifests, &method, &path, &body)
                     }
                 };
+                // The answer is read now and held back until the others
+                // have read too.
+                if method == "GET" && path.ends_with("/leases/sightline") {
+                    hold_for_barrier(&scenario).await;
+                }
                 let resp = format!(
                     "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
@@ -349,6 +362,25 @@ async fn serve(
                 }
             }
         });
+    }
+}
+
+async fn hold_for_barrier(scenario: &Mutex<Scenario>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let hold = {
+        let mut s = scenario.lock().unwrap();
+        s.lease_reads += 1;
+        s.lease_reads <= s.lease_barrier
+    };
+    while hold && std::time::Instant::now() < deadline {
+        let reached = {
+            let s = scenario.lock().unwrap();
+            s.lease_reads >= s.lease_barrier
+        };
+        if reached {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
