@@ -482,3 +482,45 @@ fn an_agent_node_never_touches_the_manifests_directory() {
     assert_eq!(st["cluster_view"]["role"], json!("agent"), "{st}");
     drop(roots);
 }
+
+#[test]
+fn a_single_server_holds_the_lease_and_at_rest_writes_only_its_renewal() {
+    let (roots, fake) = cluster(&[("solo", false)], 30);
+    let (code, log) = apply(roots[0].path());
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("stage(s) healthy"), "{log}");
+    assert_eq!(holder(&fake).as_deref(), Some("solo"));
+    let rec = record(&fake);
+    assert_eq!(rec["decided_by"], json!("solo"));
+    // Decided as a single machine decides: its own memory.
+    assert!(
+        rec["decision"]["reasons"]["tier"][0]
+            .as_str()
+            .unwrap()
+            .contains(" available"),
+        "{rec:#}"
+    );
+    let coordination = |r: &String| {
+        ["/leases", "/configmaps", "/secrets", "/nodes"]
+            .iter()
+            .any(|k| r.contains(k))
+    };
+    fake.with(|s| s.requests.clear());
+    let (code, log) = apply(roots[0].path());
+    assert_eq!(code, Some(0), "{log}");
+    let reqs: Vec<String> = fake.with(|s| {
+        s.requests
+            .iter()
+            .filter(|r| coordination(r))
+            .cloned()
+            .collect()
+    });
+    let writes: Vec<&String> = reqs.iter().filter(|r| !r.starts_with('/')).collect();
+    assert_eq!(
+        writes,
+        vec!["PUT /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/sightline"],
+        "{reqs:#?}"
+    );
+    eprintln!("coordination requests of a single server at rest: {reqs:#?}");
+    assert!(reqs.len() <= 5, "{reqs:#?}");
+}
