@@ -395,10 +395,24 @@ pub async fn coordinate(
     Ok(Coordinated::Holder(Box::new(holding)))
 }
 
-/// Writes the record when its content changed (a no-op writes nothing).
+/// The record without its reasons: some quote memory measured at this
+/// pass ("measured now: 5.8 GiB available"), which moves on every pass.
+fn material(r: &ClusterRecord) -> ClusterRecord {
+    let mut r = r.clone();
+    r.decision.reasons.clear();
+    r
+}
+
+/// Writes the record when a choice, the bundle, the release or the files
+/// changed (a no-op writes nothing); the reasons are refreshed with them.
 pub async fn publish(api: &K3sApi, h: &mut Holding) -> Result<()> {
     let data = h.record.to_data();
-    if h.map.as_ref().is_some_and(|m| m.data == data) {
+    let stored = h
+        .map
+        .as_ref()
+        .and_then(|m| m.data.get(RECORD_KEY))
+        .and_then(|t| serde_json::from_str::<ClusterRecord>(t).ok());
+    if stored.is_some_and(|s| material(&s) == material(&h.record)) {
         return Ok(());
     }
     let written = configmap::put(api, Kind::ConfigMap, CLUSTER_CONFIGMAP, &data, h.map.as_ref())
