@@ -531,3 +531,76 @@ fn a_single_server_holds_the_lease_and_at_rest_writes_only_its_renewal() {
     eprintln!("coordination requests of a single server at rest: {reqs:#?}");
     assert!(reqs.len() <= 5, "{reqs:#?}");
 }
+
+#[test]
+fn the_holder_renews_during_its_rollout_and_stops_it_when_the_lease_is_gone() {
+    let (roots, fake) = cluster(&[("srv-a", false)], 2);
+    // A long rollout: Loki never gets ready (20 s gate).
+    write(
+        roots[0].path(),
+        "/etc/sightline/config.toml",
+        &read(roots[0].path(), "/etc/sightline/config.toml").replace(
+            "workloads_timeout_seconds = 3",
+            "workloads_timeout_seconds = 20",
+        ),
+    );
+    fake.with(|s| {
+        s.unready
+            .insert("statefulset/logging/loki".into(), "ImagePullBackOff".into())
+    });
+    let started = Instant::now();
+    let child = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .arg("--root")
+        .arg(roots[0].path())
+        .args(["apply", "--no-restart"])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let loki = roots[0]
+        .path()
+        .join(MANIFESTS)
+        .join("sightline-20-loki.yaml");
+    while !loki.exists() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(loki.exists(), "the rollout reached loki");
+    let renew = || fake.with(|s| s.objects["leases/sightline"]["spec"]["renewTime"].clone());
+    let first = renew();
+    // Longer than the lease: the holder must have renewed meanwhile.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_ne!(renew(), first, "renewed during the rollout");
+    assert_eq!(holder(&fake).as_deref(), Some("srv-a"));
+    // An operator (or a server with a skewed clock) takes the Lease.
+    fake.with(|s| {
+        let l = s.objects.get_mut("leases/sightline").unwrap();
+        l["spec"]["holderIdentity"] = json!("intruder");
+        l["spec"]["renewTime"] = json!(sightline::k3s::lease::micro_time(
+            std::time::SystemTime::now() + Duration::from_secs(60)
+        ));
+        l["metadata"]["resourceVersion"] = json!("999999");
+    });
+    let out = child.wait_with_output().unwrap();
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("rollout stopped: the Lease passed to intruder"),
+        "{log}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopped at the loss, not at the gate's timeout: {:?}",
+        started.elapsed()
+    );
+    let after_loki = files(roots[0].path())
+        .into_keys()
+        .filter(|f| f.as_str() > "sightline-20-loki.yaml")
+        .count();
+    assert_eq!(after_loki, 0, "nothing written after the Lease was lost");
+}
