@@ -604,3 +604,47 @@ fn the_holder_renews_during_its_rollout_and_stops_it_when_the_lease_is_gone() {
         .count();
     assert_eq!(after_loki, 0, "nothing written after the Lease was lost");
 }
+
+#[test]
+fn an_upgraded_server_waits_for_the_holder_then_moves_the_cluster_when_it_holds_the_lease() {
+    let (roots, fake) = cluster(&[("upgraded", false)], 2);
+    let older_digest = "0".repeat(64);
+    let now = sightline::k3s::lease::micro_time(std::time::SystemTime::now());
+    fake.with(|s| {
+        s.objects.insert(
+            "configmaps/sightline-cluster".into(),
+            json!({"apiVersion":"v1","kind":"ConfigMap",
+                "metadata":{"name":"sightline-cluster","namespace":"kube-system","resourceVersion":"5"},
+                "data":{"sightlineVersion":"0.0.1","bundleDigest":older_digest,"tier":"light"}}),
+        );
+        s.objects.insert(
+            "leases/sightline".into(),
+            json!({"apiVersion":"coordination.k8s.io/v1","kind":"Lease",
+                "metadata":{"name":"sightline","namespace":"kube-system","resourceVersion":"6"},
+                "spec":{"holderIdentity":"old","leaseDurationSeconds":2,"renewTime":now,"acquireTime":now,"leaseTransitions":0}}),
+        );
+    });
+    // The old holder is alive: this newer server waits and writes nothing.
+    let (code, log) = apply(roots[0].path());
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("from sightline 0.0.1; this node has")
+            && log.contains("the cluster moves to it when the Lease holder runs this release"),
+        "{log}"
+    );
+    assert!(files(roots[0].path()).is_empty());
+    // The old holder is upgraded away (stops renewing): this server takes
+    // the Lease and moves the cluster to its bundle.
+    std::thread::sleep(Duration::from_millis(2200));
+    let (code, log) = apply(roots[0].path());
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("stage(s) healthy"), "{log}");
+    assert_eq!(holder(&fake).as_deref(), Some("upgraded"));
+    let cm = configmap(&fake);
+    assert_eq!(
+        cm["data"]["sightlineVersion"],
+        json!(env!("CARGO_PKG_VERSION"))
+    );
+    assert_ne!(cm["data"]["bundleDigest"], json!(older_digest));
+    assert!(!files(roots[0].path()).is_empty());
+}
