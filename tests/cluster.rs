@@ -486,6 +486,13 @@ fn an_agent_node_never_touches_the_manifests_directory() {
 #[test]
 fn a_single_server_holds_the_lease_and_at_rest_writes_only_its_renewal() {
     let (roots, fake) = cluster(&[("solo", false)], 30);
+    // k3s names the node from its config's node-name, not the hostname.
+    write(roots[0].path(), "/etc/hostname", "raspberrypi\n");
+    write(
+        roots[0].path(),
+        "/etc/rancher/k3s/config.yaml",
+        "node-name: Solo\n",
+    );
     let (code, log) = apply(roots[0].path());
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("stage(s) healthy"), "{log}");

@@ -217,7 +217,7 @@ pub async fn run_cluster(
     let root = &ctx.root;
     let (facts, cfg) = super::observe(ctx, cfg).await;
     let cfg = &cfg;
-    let me = coordination::node_name(root);
+    let me = coordination::node_name(root, &facts);
     if let Some(reason) = not_applicable(&facts) {
         let view = (facts.k3s.role == K3sRole::Agent)
             .then(|| Box::new(ClusterView::bare(&me, ClusterRole::Agent, None)));

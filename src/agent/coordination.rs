@@ -203,10 +203,14 @@ pub fn newer(a: &str, b: &str) -> bool {
     parse(a) > parse(b)
 }
 
-/// This node's name: k3s names a node after its hostname, lowercased,
-/// unless `node-name` is set (k3s `pkg/agent/config/config.go`,
-/// `getHostnameAndIPs`).
-pub fn node_name(root: &Sysroot) -> String {
+/// This node's name, as k3s names it: `node-name` from k3s's config file
+/// and drop-ins, else the hostname, lowercased (k3s
+/// `pkg/agent/config/config.go`, `getHostnameAndIPs`). A `--node-name` on
+/// k3s's command line is not followed.
+pub fn node_name(root: &Sysroot, facts: &Facts) -> String {
+    if let Some(v) = facts.k3s.config.values(root, "node-name").pop() {
+        return v.value.to_lowercase();
+    }
     for p in ["/etc/hostname", "/proc/sys/kernel/hostname"] {
         if let Ok(Some(t)) = root.read_to_string(p)
             && let Some(line) = t.lines().map(str::trim).find(|l| !l.is_empty())
@@ -341,7 +345,7 @@ pub async fn coordinate(
     cfg: &LoadedConfig,
     facts: &Facts,
 ) -> Result<Coordinated> {
-    let me = node_name(root);
+    let me = node_name(root, facts);
     let mine = env!("CARGO_PKG_VERSION");
     let bundle = Bundle::load(root, &cfg.config)?;
     let read = read_record(api).await?;
@@ -659,7 +663,7 @@ pub async fn detect_cluster(
             decision: rec.decision,
         }));
     }
-    let me = node_name(root);
+    let me = node_name(root, facts);
     let mut nodes = crate::k3s::nodes::list(&api).await.map_err(err)?;
     if let Some(n) = nodes.iter_mut().find(|n| n.name == me) {
         n.btf = Some(facts.btf);
