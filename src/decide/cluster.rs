@@ -263,3 +263,99 @@ fn image_reasons(nodes: &[NodeInfo]) -> Vec<String> {
         )]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysroot::Sysroot;
+
+    fn pi() -> (LoadedConfig, Facts) {
+        let root = Sysroot::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/roots/pi4"
+        ));
+        (crate::config::load(&root).unwrap(), Facts::detect(&root))
+    }
+
+    fn node(name: &str, arch: &str, gib_: u64, btf: Option<bool>) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            arch: arch.into(),
+            allocatable_memory: gib_ << 30,
+            os_image: String::new(),
+            kernel: String::new(),
+            server: true,
+            btf,
+            gpus: 0,
+        }
+    }
+
+    #[test]
+    fn the_falco_driver_suits_every_kernel() {
+        let (cfg, facts) = pi();
+        let driver = |nodes: &[NodeInfo]| decide_cluster(&cfg, &facts, None, nodes).falco_driver;
+        let all = [
+            node("a", "arm64", 8, Some(true)),
+            node("b", "amd64", 16, Some(true)),
+        ];
+        assert_eq!(driver(&all), Some(FalcoDriver::ModernEbpf));
+        let none = [
+            node("a", "arm64", 8, Some(false)),
+            node("b", "amd64", 16, Some(false)),
+        ];
+        assert_eq!(driver(&none), Some(FalcoDriver::Kmod));
+        let mixed = [
+            node("a", "arm64", 8, Some(false)),
+            node("b", "amd64", 16, Some(true)),
+        ];
+        assert_eq!(driver(&mixed), Some(FalcoDriver::Auto));
+        let unknown = [
+            node("a", "arm64", 8, Some(true)),
+            node("w", "arm64", 8, None),
+        ];
+        let d = decide_cluster(&cfg, &facts, None, &unknown);
+        assert_eq!(d.falco_driver, Some(FalcoDriver::Auto));
+        assert!(
+            d.reasons["runtime_security"]
+                .iter()
+                .any(|r| r.contains("unknown, agent nodes report no facts: w"))
+        );
+    }
+
+    #[test]
+    fn the_smallest_node_decides_the_tier_and_a_config_override_wins() {
+        let (mut cfg, facts) = pi();
+        let big = [
+            node("a", "amd64", 16, Some(true)),
+            node("b", "amd64", 32, Some(true)),
+        ];
+        assert_eq!(decide_cluster(&cfg, &facts, None, &big).tier, Tier::Full);
+        let mixed = [
+            node("pi", "arm64", 4, Some(false)),
+            node("b", "amd64", 32, Some(true)),
+        ];
+        let d = decide_cluster(&cfg, &facts, None, &mixed);
+        assert_eq!(d.tier, Tier::Light);
+        assert!(
+            d.reasons["tier"][0].contains("the smallest, pi,"),
+            "{:?}",
+            d.reasons
+        );
+        cfg.config.tier = TierChoice::Full;
+        let d = decide_cluster(&cfg, &facts, None, &mixed);
+        assert_eq!(d.tier, Tier::Full);
+        assert_eq!(d.overridden, vec!["tier".to_string()]);
+    }
+
+    #[test]
+    fn an_architecture_without_images_gets_no_runtime_security_and_a_warning() {
+        let (cfg, facts) = pi();
+        let nodes = [
+            node("a", "arm64", 8, Some(true)),
+            node("old", "arm", 1, Some(false)),
+        ];
+        let d = decide_cluster(&cfg, &facts, None, &nodes);
+        assert_eq!(d.runtime(), RuntimeSecurity::None);
+        assert!(d.reasons["images"][0].starts_with("warning: node architecture arm"));
+    }
+}

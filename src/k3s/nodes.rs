@@ -84,20 +84,20 @@ fn node(v: &Value) -> Option<NodeInfo> {
     })
 }
 
-/// Every node, by name.
+/// Every node, by name. A node that reports no allocatable memory yet (it
+/// is still registering) is left out, with a warning.
 pub async fn list(api: &K3sApi) -> Result<Vec<NodeInfo>, ApiError> {
-    let path = "/api/v1/nodes";
-    let v: Value = api.get_json(path).await?;
+    let v: Value = api.get_json("/api/v1/nodes").await?;
     let items = v["items"].as_array().cloned().unwrap_or_default();
     let mut out = Vec::new();
     for i in &items {
-        out.push(node(i).ok_or_else(|| ApiError::Decode {
-            url: path.into(),
-            detail: format!(
-                "node {} lacks metadata.name or status.allocatable.memory",
-                i["metadata"]["name"]
+        match node(i) {
+            Some(n) => out.push(n),
+            None => tracing::warn!(
+                node = %i["metadata"]["name"],
+                "node reports no status.allocatable.memory yet; left out of the cluster decision"
             ),
-        })?);
+        }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
