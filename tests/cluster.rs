@@ -655,3 +655,46 @@ fn an_upgraded_server_waits_for_the_holder_then_moves_the_cluster_when_it_holds_
     assert_ne!(cm["data"]["bundleDigest"], json!(older_digest));
     assert!(!files(roots[0].path()).is_empty());
 }
+
+#[test]
+fn a_stage_emptied_for_pruning_is_placed_on_every_server() {
+    let (roots, fake) = cluster(&[("srv-a", false), ("srv-b", false)], 30);
+    let set_tier = |tier: &str| {
+        let cfg = read(roots[0].path(), "/etc/sightline/config.toml");
+        let cfg = cfg
+            .lines()
+            .filter(|l| !l.starts_with("tier ="))
+            .collect::<Vec<_>>()
+            .join("\n");
+        write(
+            roots[0].path(),
+            "/etc/sightline/config.toml",
+            &format!("tier = \"{tier}\"\n{cfg}\n"),
+        );
+    };
+    set_tier("full");
+    for r in [0, 1] {
+        let (code, log) = apply(roots[r].path());
+        assert_eq!(code, Some(0), "{log}");
+    }
+    assert_eq!(files(roots[0].path()), files(roots[1].path()));
+    // The holder switches to light; k3s never finishes deleting the full
+    // tier's charts, so the emptied stage file stays in place.
+    set_tier("light");
+    fake.with(|s| s.delete_polls = u32::MAX);
+    let (code, log) = apply(roots[0].path());
+    assert_eq!(code, Some(1), "{log}");
+    let emptied: Vec<String> = files(roots[0].path())
+        .into_keys()
+        .filter(|f| {
+            read(roots[0].path(), &format!("/{MANIFESTS}/{f}")).contains("was removed by sightline")
+        })
+        .collect();
+    assert!(!emptied.is_empty(), "{log}");
+    let (code, log) = apply(roots[1].path());
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(files(roots[1].path()), files(roots[0].path()), "{log}");
+    let st = status_json(roots[1].path());
+    assert_eq!(st["cluster_view"]["files_match"], json!(true), "{st}");
+    assert!(fake.with(|s| s.flapping()).is_empty());
+}

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::bundle::{Bundle, RenderedStage};
+use crate::bundle::Bundle;
 use crate::config::{Config, LoadedConfig};
 use crate::digest::sha256_hex;
 use crate::facts::Facts;
@@ -61,10 +61,26 @@ pub(super) async fn follow(
     };
     let (stages, _) = render_cluster_stages(root, &cfg.config, facts, &rec.decision, &secrets)?;
     let mut differ = Vec::new();
-    let mut place = Vec::new();
+    let mut place: Vec<Placed> = Vec::new();
+    // A file already identical here stays, rendered or not: mid-switch the
+    // holder still has files of the previous decision.
+    let on_disk = stage_files_on_disk(root, &cfg.config)?;
     for (file, sha) in &rec.files {
-        match stages.iter().find(|s| &s.file_name == file) {
-            Some(s) if sha256_hex(&s.content) == *sha => place.push(s),
+        if on_disk.get(file) == Some(sha) {
+            continue;
+        }
+        let rendered = stages.iter().find(|s| &s.file_name == file);
+        match (rendered, rec.texts.get(file)) {
+            (Some(s), _) if sha256_hex(&s.content) == *sha => place.push(Placed {
+                file,
+                content: &s.content,
+                mode: if s.sensitive { 0o600 } else { 0o644 },
+            }),
+            (_, Some(t)) if sha256_hex(t.as_bytes()) == *sha => place.push(Placed {
+                file,
+                content: t.as_bytes(),
+                mode: 0o644,
+            }),
             _ => differ.push(file.clone()),
         }
     }
@@ -83,19 +99,26 @@ pub(super) async fn follow(
     Ok(view)
 }
 
+/// One of the holder's files, as this server places it.
+struct Placed<'a> {
+    file: &'a str,
+    content: &'a [u8],
+    mode: u32,
+}
+
 /// Places the holder's files and removes those it no longer has.
 async fn mirror(
     root: &Sysroot,
     cfg: &Config,
-    place: &[&RenderedStage],
+    place: &[Placed<'_>],
     files: &BTreeMap<String, String>,
 ) -> Result<()> {
     let on_disk = stage_files_on_disk(root, cfg)?;
     let dir = &cfg.paths.manifests_dir;
     let stale: Vec<&String> = on_disk.keys().filter(|f| !files.contains_key(*f)).collect();
-    let todo: Vec<&&RenderedStage> = place
+    let todo: Vec<&Placed> = place
         .iter()
-        .filter(|s| on_disk.get(&s.file_name) != files.get(&s.file_name))
+        .filter(|p| on_disk.get(p.file) != files.get(p.file))
         .collect();
     if stale.is_empty() && todo.is_empty() {
         return Ok(());
@@ -104,10 +127,9 @@ async fn mirror(
         crate::lock::Lock::acquire(&root.path(cfg.lock_path()), Duration::from_secs(600)).await?;
     crate::atomic::create_dir_all(&root.path(dir), 0o755)
         .with_context(|| format!("creating {dir}"))?;
-    for s in todo {
-        let path = format!("{dir}/{}", s.file_name);
-        let mode = if s.sensitive { 0o600 } else { 0o644 };
-        crate::atomic::write_atomic(&root.path(&path), &s.content, mode)
+    for p in todo {
+        let path = format!("{dir}/{}", p.file);
+        crate::atomic::write_atomic(&root.path(&path), p.content, p.mode)
             .with_context(|| format!("writing {path}"))?;
         tracing::info!(path = %path, "placed the Lease holder's stage file");
     }

@@ -17,6 +17,7 @@ mod follow;
 mod record;
 mod secrets;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -202,6 +203,8 @@ pub struct Holding {
     pub record: ClusterRecord,
     /// The ConfigMap as last written or read.
     map: Option<DataMap>,
+    /// The rendered stages' files and SHA-256.
+    rendered: BTreeMap<String, String>,
     /// The view for status.
     pub view: ClusterView,
 }
@@ -255,9 +258,17 @@ pub async fn coordinate(
         sightline_version: mine.into(),
         decided_by: me.clone(),
         files: stage_files_on_disk(root, &cfg.config)?,
+        texts: BTreeMap::new(),
     };
+    let rendered: BTreeMap<String, String> = stages
+        .iter()
+        .map(|s| (s.file_name.clone(), crate::digest::sha256_hex(&s.content)))
+        .collect();
+    let mut record = record;
+    record.texts = record::loose_texts(root, &cfg.config, &rendered)?;
     let mut holding = Holding {
         stages,
+        rendered,
         view: ClusterView {
             node: me.clone(),
             role: ClusterRole::Holder,

@@ -32,6 +32,11 @@ pub struct ClusterRecord {
     pub decided_by: String,
     /// The holder's stage files.
     pub files: BTreeMap<String, String>,
+    /// Those of the holder's files that are no stage it renders (a stage
+    /// emptied while k3s prunes its objects), verbatim, so the others can
+    /// place them too. Only small, world-readable ones: never a Secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub texts: BTreeMap<String, String>,
 }
 
 impl ClusterRecord {
@@ -105,6 +110,31 @@ pub fn stage_files_on_disk(root: &Sysroot, cfg: &Config) -> Result<BTreeMap<Stri
     Ok(out)
 }
 
+/// Files on disk that are no rendered stage (`rendered`: file → SHA-256),
+/// at most 1 KiB and not private to root, with their text.
+pub fn loose_texts(
+    root: &Sysroot,
+    cfg: &Config,
+    rendered: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    for (name, sha) in stage_files_on_disk(root, cfg)? {
+        if rendered.get(&name) == Some(&sha) {
+            continue;
+        }
+        let path = root.path(format!("{}/{name}", cfg.paths.manifests_dir));
+        let meta = std::fs::metadata(&path).with_context(|| format!("reading {name}"))?;
+        if meta.len() > 1024 || meta.permissions().mode() & 0o077 == 0 {
+            continue;
+        }
+        if let Ok(text) = String::from_utf8(std::fs::read(&path)?) {
+            out.insert(name, text);
+        }
+    }
+    Ok(out)
+}
+
 /// The record without its reasons: some quote memory measured at this
 /// pass ("measured now: 5.8 GiB available"), which moves on every pass.
 fn material(r: &ClusterRecord) -> ClusterRecord {
@@ -146,5 +176,6 @@ pub async fn publish_files(
     h: &mut Holding,
 ) -> Result<()> {
     h.record.files = stage_files_on_disk(root, cfg)?;
+    h.record.texts = loose_texts(root, cfg, &h.rendered)?;
     publish(api, h).await
 }
