@@ -115,6 +115,25 @@ fn files(root: &Path) -> std::collections::BTreeMap<String, (String, u32)> {
         .collect()
 }
 
+/// A cluster decided by sightline `version` with bundle `digest`, whose
+/// Lease `holder` last renewed (2 s lease) at `renewed`.
+fn seed(fake: &KubeFake, version: &str, digest: &str, holder: &str, renewed: &str) {
+    fake.with(|s| {
+        s.objects.insert(
+            "configmaps/sightline-cluster".into(),
+            json!({"apiVersion":"v1","kind":"ConfigMap",
+                "metadata":{"name":"sightline-cluster","namespace":"kube-system","resourceVersion":"5"},
+                "data":{"sightlineVersion":version,"bundleDigest":digest,"tier":"light"}}),
+        );
+        s.objects.insert(
+            "leases/sightline".into(),
+            json!({"apiVersion":"coordination.k8s.io/v1","kind":"Lease",
+                "metadata":{"name":"sightline","namespace":"kube-system","resourceVersion":"6"},
+                "spec":{"holderIdentity":holder,"leaseDurationSeconds":2,"renewTime":renewed,"acquireTime":renewed,"leaseTransitions":0}}),
+        );
+    });
+}
+
 fn status_json(root: &Path) -> Value {
     serde_json::from_str(&ok(root, &["status", "--json"])).unwrap()
 }
@@ -412,23 +431,15 @@ fn a_mixed_cluster_gets_one_decision_that_says_why() {
 fn a_server_with_an_older_bundle_writes_nothing_and_says_so() {
     let (roots, fake) = cluster(&[("old", false)], 2);
     let newer_digest = "f".repeat(64);
-    let long_ago = "2020-01-01T00:00:00.000000Z";
-    fake.with(|s| {
-        s.objects.insert(
-            "configmaps/sightline-cluster".into(),
-            json!({"apiVersion":"v1","kind":"ConfigMap",
-                "metadata":{"name":"sightline-cluster","namespace":"kube-system","resourceVersion":"5"},
-                "data":{"sightlineVersion":"99.0.0","bundleDigest":newer_digest,"tier":"light"}}),
-        );
-        // The upgraded holder's Lease has even expired: the old server
-        // still must not take it and move the cluster back.
-        s.objects.insert(
-            "leases/sightline".into(),
-            json!({"apiVersion":"coordination.k8s.io/v1","kind":"Lease",
-                "metadata":{"name":"sightline","namespace":"kube-system","resourceVersion":"6"},
-                "spec":{"holderIdentity":"new","leaseDurationSeconds":2,"renewTime":long_ago,"acquireTime":long_ago,"leaseTransitions":0}}),
-        );
-    });
+    // The upgraded holder's Lease has even expired: the old server still
+    // must not take it and move the cluster back.
+    seed(
+        &fake,
+        "99.0.0",
+        &newer_digest,
+        "new",
+        "2020-01-01T00:00:00.000000Z",
+    );
     let (code, log) = apply(roots[0].path());
     assert_eq!(code, Some(0), "{log}");
     assert!(
@@ -617,20 +628,7 @@ fn an_upgraded_server_waits_for_the_holder_then_moves_the_cluster_when_it_holds_
     let (roots, fake) = cluster(&[("upgraded", false)], 2);
     let older_digest = "0".repeat(64);
     let now = sightline::k3s::lease::micro_time(std::time::SystemTime::now());
-    fake.with(|s| {
-        s.objects.insert(
-            "configmaps/sightline-cluster".into(),
-            json!({"apiVersion":"v1","kind":"ConfigMap",
-                "metadata":{"name":"sightline-cluster","namespace":"kube-system","resourceVersion":"5"},
-                "data":{"sightlineVersion":"0.0.1","bundleDigest":older_digest,"tier":"light"}}),
-        );
-        s.objects.insert(
-            "leases/sightline".into(),
-            json!({"apiVersion":"coordination.k8s.io/v1","kind":"Lease",
-                "metadata":{"name":"sightline","namespace":"kube-system","resourceVersion":"6"},
-                "spec":{"holderIdentity":"old","leaseDurationSeconds":2,"renewTime":now,"acquireTime":now,"leaseTransitions":0}}),
-        );
-    });
+    seed(&fake, "0.0.1", &older_digest, "old", &now);
     // The old holder is alive: this newer server waits and writes nothing.
     let (code, log) = apply(roots[0].path());
     assert_eq!(code, Some(0), "{log}");
