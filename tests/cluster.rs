@@ -89,6 +89,12 @@ fn holder(fake: &KubeFake) -> Option<String> {
     })
 }
 
+/// A MicroTime field of the Lease's spec.
+fn lease_time(fake: &KubeFake, field: &str) -> std::time::SystemTime {
+    let t = fake.with(|s| s.objects["leases/sightline"]["spec"][field].clone());
+    sightline::k3s::lease::parse_micro_time(t.as_str().unwrap()).unwrap()
+}
+
 fn configmap(fake: &KubeFake) -> Value {
     fake.with(|s| s.objects.get("configmaps/sightline-cluster").cloned())
         .expect("the cluster ConfigMap exists")
@@ -310,13 +316,7 @@ fn when_the_holder_stops_renewing_another_takes_over_and_completes_the_rollout()
     assert_eq!(code, Some(0), "{log}");
     assert_eq!(holder(&fake).as_deref(), Some("srv-a"));
     // srv-a is killed: it renews no more. srv-b polls.
-    let last_renew = fake.with(|s| {
-        s.objects["leases/sightline"]["spec"]["renewTime"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    });
-    let renewed_at = sightline::k3s::lease::parse_micro_time(&last_renew).unwrap();
+    let renewed_at = lease_time(&fake, "renewTime");
     let pause = Duration::from_millis(500);
     let mut took_over = None;
     // One poll: the pause plus one pass of the follower (its host layer
@@ -335,13 +335,7 @@ fn when_the_holder_stops_renewing_another_takes_over_and_completes_the_rollout()
         std::thread::sleep(pause);
     }
     let log = took_over.expect("srv-b took over");
-    let acquired = fake.with(|s| {
-        s.objects["leases/sightline"]["spec"]["acquireTime"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    });
-    let at = sightline::k3s::lease::parse_micro_time(&acquired).unwrap();
+    let at = lease_time(&fake, "acquireTime");
     let after = at.duration_since(renewed_at).unwrap();
     assert!(
         after <= Duration::from_secs(lease_s) + poll,
