@@ -24,7 +24,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub(crate) mod decide;
-pub(crate) mod digest;
+pub mod digest;
 pub mod effects;
 pub mod engine;
 pub mod facts;

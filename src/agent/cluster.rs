@@ -2,15 +2,20 @@
 //! daemon run it: render the stages this machine should have, then roll
 //! them out through k3s.
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::coordination::{self, ClusterRole, ClusterView, Coordinated};
 use super::status::StageStatus;
 use crate::bundle::{Bundle, RenderedStage, StageInputs, render_stages};
 use crate::config::{Config, LoadedConfig};
 use crate::decide::{Decisions, Tier, decide_runtime_security};
 use crate::facts::{Facts, K3sRole};
-use crate::rollout::{Progress, Rollout, RolloutReport, RolloutResult, Timing};
+use crate::rollout::{
+    Progress, Rollout, RolloutReport, RolloutResult, StageReport, StageState, Timing,
+};
 use crate::state::State;
 use crate::sysroot::Sysroot;
 
@@ -97,17 +102,38 @@ pub fn not_applicable(facts: &Facts) -> Option<String> {
     }
 }
 
+/// A rollout and where this server stands in the cluster. It dereferences
+/// to the [`RolloutReport`], so callers read `result` and `stages` as before.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedRollout {
+    /// The rollout.
+    #[serde(flatten)]
+    pub report: RolloutReport,
+    /// The cluster view (None before the API answered).
+    pub view: Option<Box<ClusterView>>,
+}
+
+impl std::ops::Deref for LedRollout {
+    type Target = RolloutReport;
+    fn deref(&self) -> &RolloutReport {
+        &self.report
+    }
+}
+
 /// What a cluster pass found.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "cluster", rename_all = "snake_case")]
 pub enum ClusterOutcome {
-    /// Not a k3s server.
+    /// No rollout from this node: not a k3s server, another server holds
+    /// the Lease, or this node's bundle differs from the cluster's.
     Skipped {
         /// Why.
         reason: String,
+        /// Where this node stands in the cluster, when known.
+        view: Option<Box<ClusterView>>,
     },
-    /// The rollout ran (or found the API unreachable).
-    Rollout(RolloutReport),
+    /// This server holds the Lease and ran the rollout (or found the API unreachable).
+    Rollout(LedRollout),
 }
 
 impl ClusterOutcome {
@@ -127,6 +153,14 @@ impl ClusterOutcome {
         }
     }
 
+    /// Where this node stands in the cluster, when known.
+    pub fn view(&self) -> Option<&ClusterView> {
+        match self {
+            ClusterOutcome::Rollout(r) => r.view.as_deref(),
+            ClusterOutcome::Skipped { view, .. } => view.as_deref(),
+        }
+    }
+
     /// The running k3s version, when the API answered (for `status`).
     pub fn k3s_version(&self) -> Option<&crate::k3s::K3sVersion> {
         match self {
@@ -138,7 +172,7 @@ impl ClusterOutcome {
     /// One line for status and logs.
     pub fn line(&self) -> String {
         match self {
-            ClusterOutcome::Skipped { reason } => format!("skipped: {reason}"),
+            ClusterOutcome::Skipped { reason, .. } => format!("skipped: {reason}"),
             ClusterOutcome::Rollout(r) => match &r.result {
                 RolloutResult::Done => format!("all {} stage(s) healthy", r.stages.len()),
                 RolloutResult::Failed { stage, reason } => {
@@ -155,7 +189,25 @@ impl ClusterOutcome {
     }
 }
 
-/// Rolls the stages out (or says why not).
+/// Waits for /readyz up to the configured time (CLI) or tries once (daemon).
+async fn wait_ready(api: &crate::k3s::K3sApi, timing: &Timing, wait: bool) -> Result<(), String> {
+    let deadline = Instant::now()
+        + if wait {
+            timing.api_wait
+        } else {
+            Duration::ZERO
+        };
+    loop {
+        match api.readyz().await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(timing.poll.max(Duration::from_millis(500))).await,
+        }
+    }
+}
+
+/// Rolls the stages out (or says why not). On a server, the Lease decides
+/// who rolls out: see [`super::coordination`].
 pub async fn run_cluster(
     ctx: &super::Ctx,
     cfg: &LoadedConfig,
@@ -165,10 +217,57 @@ pub async fn run_cluster(
     let root = &ctx.root;
     let (facts, cfg) = super::observe(ctx, cfg).await;
     let cfg = &cfg;
+    let me = coordination::node_name(root, &facts);
     if let Some(reason) = not_applicable(&facts) {
-        return Ok(ClusterOutcome::Skipped { reason });
+        let view = (facts.k3s.role == K3sRole::Agent)
+            .then(|| Box::new(ClusterView::bare(&me, ClusterRole::Agent, None)));
+        return Ok(ClusterOutcome::Skipped { reason, view });
     }
-    let (stages, _bundle, _) = desired_stages(root, cfg, &facts, None, true)?;
+    let timing = Timing::from_config(&cfg.config);
+    let waiting = Instant::now();
+    let unreachable = |reason: String, waiting: Instant| -> Result<ClusterOutcome> {
+        let (local, _, _) = desired_stages(root, cfg, &facts, None, true)?;
+        Ok(unreachable(&local, reason, waiting))
+    };
+    let api = crate::k3s::K3sApi::from_config(root, &cfg.config).map_err(|e| format!("{e:#}"));
+    let ready = match &api {
+        Ok(a) => wait_ready(a, &timing, wait_for_api).await,
+        Err(e) => Err(e.clone()),
+    };
+    let (api, mut holding) = match (api, ready) {
+        (Ok(api), Ok(())) => match coordination::coordinate(&api, root, cfg, &facts).await {
+            Ok(Coordinated::Holder(h)) => (api, *h),
+            Ok(Coordinated::Done(view)) => {
+                let reason = match (&view.role, &view.lease) {
+                    (ClusterRole::Skewed, _) => {
+                        view.detail.clone().unwrap_or_else(|| "version skew".into())
+                    }
+                    (_, Some(l)) => format!(
+                        "{} holds the Lease kube-system/sightline and runs the rollout; {}",
+                        l.holder,
+                        match (view.files_match, &view.detail) {
+                            (_, Some(d)) => d.clone(),
+                            (Some(true), None) => "this server's stage files match it".into(),
+                            _ => "this server's stage files do not match it".into(),
+                        }
+                    ),
+                    (_, None) => view.detail.clone().unwrap_or_default(),
+                };
+                return Ok(ClusterOutcome::Skipped {
+                    reason,
+                    view: Some(Box::new(view)),
+                });
+            }
+            Err(e) => match e.downcast_ref::<crate::k3s::ApiError>() {
+                Some(crate::k3s::ApiError::Unreachable { .. }) => {
+                    return unreachable(format!("{e:#}"), waiting);
+                }
+                _ => return Err(e.context("coordinating with the other k3s servers")),
+            },
+        },
+        (_, Err(reason)) | (Err(reason), _) => return unreachable(reason, waiting),
+    };
+    let stages = std::mem::take(&mut holding.stages);
     let skipped_by_k3s = stages
         .iter()
         .filter_map(|s| {
@@ -185,17 +284,57 @@ pub async fn run_cluster(
         (Some(dir), Some(files)) => files.into_iter().map(|f| format!("{dir}/{f}")).collect(),
         _ => Vec::new(),
     };
-    let api = crate::k3s::K3sApi::from_config(root, &cfg.config).map_err(|e| format!("{e:#}"));
     let r = Rollout {
         root,
         cfg: &cfg.config,
-        api,
+        api: Ok(api.clone()),
         stages,
         airgap_charts: airgap,
-        timing: Timing::from_config(&cfg.config),
+        timing,
         progress,
         wait_for_api,
         skipped_by_k3s,
     };
-    Ok(ClusterOutcome::Rollout(r.run().await?))
+    let duration = coordination::lease_duration(&cfg.config);
+    let report = tokio::select! {
+        r = r.run() => r?,
+        lost = coordination::keep_renewing(&api, &me, duration) => {
+            tracing::warn!(reason = %lost, "stopped the rollout: this server no longer holds the Lease");
+            let mut view = holding.view.clone();
+            view.role = ClusterRole::Follower;
+            view.detail = Some(lost.clone());
+            return Ok(ClusterOutcome::Skipped { reason: format!("rollout stopped: {lost}"), view: Some(Box::new(view)) });
+        }
+    };
+    if let Err(e) = coordination::publish_files(&api, root, &cfg.config, &mut holding).await {
+        tracing::warn!(error = %format!("{e:#}"), "could not record the stage files in the cluster ConfigMap");
+    }
+    Ok(ClusterOutcome::Rollout(LedRollout {
+        report,
+        view: Some(Box::new(holding.view)),
+    }))
+}
+
+/// The API did not answer: nothing is known about the cluster, nothing is
+/// written; the stages this machine would have are listed as pending.
+fn unreachable(stages: &[RenderedStage], reason: String, since: Instant) -> ClusterOutcome {
+    ClusterOutcome::Rollout(LedRollout {
+        report: RolloutReport {
+            result: RolloutResult::ApiUnreachable {
+                reason,
+                waited_ms: since.elapsed().as_millis() as u64,
+            },
+            k3s_version: None,
+            stages: stages
+                .iter()
+                .map(|s| StageReport {
+                    name: s.stage.name.clone(),
+                    state: StageState::Pending,
+                    detail: None,
+                    elapsed_s: 0.0,
+                })
+                .collect(),
+        },
+        view: None,
+    })
 }

@@ -18,6 +18,7 @@ pub fn render(
     let mut t = Textfile::default();
     converge_metrics(&mut t, state, st, converged_at);
     stage_metrics(&mut t, st);
+    cluster_metrics(&mut t, st);
     process_metrics(&mut t, st, rss_bytes);
     t.0
 }
@@ -99,6 +100,48 @@ fn stage_metrics(t: &mut Textfile, st: &Status) {
             "gauge",
             "1 when the rollout stage is healthy.",
             &samples,
+        );
+    }
+}
+
+fn cluster_metrics(t: &mut Textfile, st: &Status) {
+    use super::coordination::ClusterRole;
+    let Some(v) = &st.cluster_view else {
+        return;
+    };
+    let gauge = |b: bool| vec![(String::new(), f64::from(u8::from(b)))];
+    t.metric(
+        "sightline_cluster_info",
+        "gauge",
+        "This node's role in the cluster layer and the Lease holder.",
+        &[(
+            format!(
+                "{{node=\"{}\",role=\"{}\",holder=\"{}\"}}",
+                v.node,
+                v.role.name(),
+                v.lease.as_ref().map_or("", |l| l.holder.as_str())
+            ),
+            1.0,
+        )],
+    );
+    t.metric(
+        "sightline_cluster_lease_held",
+        "gauge",
+        "1 when this server holds the Lease kube-system/sightline.",
+        &gauge(v.role == ClusterRole::Holder),
+    );
+    t.metric(
+        "sightline_cluster_version_skew",
+        "gauge",
+        "1 when this server's bundle differs from the cluster's and it writes no stage files.",
+        &gauge(v.role == ClusterRole::Skewed),
+    );
+    if let Some(m) = v.files_match {
+        t.metric(
+            "sightline_cluster_files_match",
+            "gauge",
+            "1 when this server's stage files are the Lease holder's, byte for byte.",
+            &gauge(m),
         );
     }
 }

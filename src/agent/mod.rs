@@ -8,6 +8,7 @@
 
 mod cluster;
 mod converge;
+pub mod coordination;
 mod live;
 mod machine;
 mod metrics;
@@ -18,7 +19,9 @@ pub mod uninstall;
 
 use anyhow::Result;
 
-pub use cluster::{ClusterOutcome, airgap_charts, desired_stages, not_applicable, run_cluster};
+pub use cluster::{
+    ClusterOutcome, LedRollout, airgap_charts, desired_stages, not_applicable, run_cluster,
+};
 pub use converge::{
     CLI_LOCK_WAIT, ConvergeError, Mode, Outcome, converge_once, is_read_only_fs, lock,
 };

@@ -64,6 +64,9 @@ pub fn publish_cluster(ctx: &Ctx, cfg: &LoadedConfig, outcome: &ClusterOutcome) 
     let mut st = Status::read(&ctx.root, &cfg.config).unwrap_or_default();
     st.cluster = Some(outcome.line());
     st.stages = outcome.stage_statuses();
+    if let Some(v) = outcome.view() {
+        st.cluster_view = Some(v.clone());
+    }
     let converged_at = last_converge_time(&st);
     write(ctx, cfg, &st, converged_at);
 }

@@ -68,6 +68,10 @@ pub struct Status {
     /// Stage states.
     #[serde(default)]
     pub stages: Vec<StageStatus>,
+    /// This node's role in the cluster, the Lease holder, the cluster
+    /// decision, and whether this server's stage files match the cluster's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_view: Option<super::coordination::ClusterView>,
 }
 
 impl Status {

@@ -82,6 +82,29 @@ pub fn load(root: &Sysroot, cfg: &Config, persist: bool) -> Result<(Secrets, boo
     ))
 }
 
+/// The generated passwords a cluster shares: (key in the cluster Secret,
+/// host path of the local copy).
+pub fn generated_passwords(cfg: &Config) -> [(&'static str, String); 2] {
+    [
+        ("grafana-admin-password", grafana_password_path(cfg)),
+        ("uptime-kuma-admin-password", uptime_kuma_password_path(cfg)),
+    ]
+}
+
+/// Stores a password at `path` (0600) unless it holds it already; returns
+/// whether it wrote.
+pub fn store_password(root: &Sysroot, path: &str, password: &str) -> Result<bool> {
+    let path = path.to_string();
+    if root.read_to_string(&path)?.as_deref().map(str::trim) == Some(password) {
+        return Ok(false);
+    }
+    let real = root.path(&path);
+    create_dir_all(real.parent().expect("has a parent"), 0o700)?;
+    write_atomic(&real, format!("{password}\n").as_bytes(), 0o600)
+        .with_context(|| format!("storing {path}"))?;
+    Ok(true)
+}
+
 /// 32 bytes from the OS RNG, base64url without padding (43 characters).
 pub fn generate_password() -> Result<String> {
     let mut b = [0u8; 32];

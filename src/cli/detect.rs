@@ -92,18 +92,90 @@ pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
                 .cloned(),
         );
     }
+    let cluster = crate::agent::runtime()?.block_on(crate::agent::coordination::detect_cluster(
+        &ctx.root, &cfg, &facts,
+    ));
     if json_out {
-        let mut j = to_json(&facts, &d, &w);
-        j["stack"] = match &stack {
+        let mut v = to_json(&facts, &d, &w);
+        v["stack"] = match &stack {
             Ok(r) => serde_json::to_value(r)?,
             Err(e) => json!({ "error": format!("{e:#}") }),
         };
-        out::outln!("{}", serde_json::to_string_pretty(&j)?);
+        match &cluster {
+            Ok(Some(c)) => {
+                v["view"] = json!("cluster");
+                v["cluster"] = serde_json::to_value(c)?;
+            }
+            Ok(None) => v["view"] = json!("local"),
+            Err(why) => {
+                v["view"] = json!("local");
+                v["cluster_unavailable"] = json!(why);
+            }
+        }
+        out::outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
-    out::out!("{}", render(&facts, &d, &w));
+    match &cluster {
+        Ok(Some(c)) => {
+            let mut s = machine_block(&facts);
+            s.push_str(&cluster_block(c));
+            out::out!("{s}");
+        }
+        other => {
+            out::out!("{}", render(&facts, &d, &w));
+            if let Err(why) = other {
+                out::outln!(
+                    "cluster view unavailable ({why}); the decisions above are this machine's"
+                );
+            }
+        }
+    }
     out::out!("{}", crate::bundle::footprint::render_report(&stack));
     Ok(0)
+}
+
+/// The cluster's decisions, as the Lease holder makes them.
+fn cluster_block(c: &crate::agent::coordination::ClusterDetect) -> String {
+    let d = &c.decision;
+    let mut s = String::from("cluster\n");
+    s.push_str(&kv("decided from", &c.source));
+    s.push_str(&kv(
+        "lease holder",
+        c.lease_holder.as_deref().unwrap_or("none yet"),
+    ));
+    for n in &d.nodes {
+        let btf = match n.btf {
+            Some(true) => "BTF",
+            Some(false) => "no BTF",
+            None => "BTF unknown",
+        };
+        s.push_str(&kv(
+            "node",
+            &format!(
+                "{} · {} · {} allocatable · {btf}",
+                n.name,
+                n.arch,
+                gib(n.allocatable_memory)
+            ),
+        ));
+    }
+    s.push_str("decisions (cluster)\n");
+    for (key, label, value) in [
+        ("tier", "tier", d.tier.as_str().to_string()),
+        ("runtime_security", "runtime security", d.runtime_line()),
+        (
+            "network_policies",
+            "network policies",
+            if d.network_policies { "yes" } else { "no" }.to_string(),
+        ),
+        ("images", "images", String::new()),
+    ] {
+        if let Some(r) = d.reasons.get(key) {
+            s.push_str(&kv(label, &value));
+            s.push_str(&bullet_list(r, 20));
+        }
+    }
+    s
 }
 
 /// The readable table.

@@ -87,6 +87,21 @@ pub fn render(st: &Status, alive: Option<bool>) -> String {
     if let Some(c) = &st.cluster {
         s.push_str(&format!("cluster: {c}\n"));
     }
+    if let Some(v) = &st.cluster_view {
+        s.push_str(&format!("node: {}\n", v.line()));
+        if let Some(d) = &v.decision {
+            s.push_str(&format!(
+                "cluster decision: {d}{}\n",
+                v.cluster_version
+                    .as_deref()
+                    .map(|x| format!(" (sightline {x})"))
+                    .unwrap_or_default()
+            ));
+        }
+        if let Some(d) = &v.detail {
+            s.push_str(&format!("! {d}\n"));
+        }
+    }
     for stage in &st.stages {
         s.push_str(&format!(
             "  {:<28} {}{}\n",

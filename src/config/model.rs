@@ -107,6 +107,9 @@ pub struct K3sConfig {
     pub allow_restart: bool,
     /// Directory holding server-ca.crt and client-admin.{crt,key}.
     pub tls_dir: String,
+    /// How long the Lease `kube-system/sightline` names its holder after its
+    /// last renewal; another server takes over once it has passed.
+    pub lease_duration_seconds: u64,
 }
 
 impl Default for K3sConfig {
@@ -118,6 +121,7 @@ impl Default for K3sConfig {
             ready_timeout_seconds: 300,
             allow_restart: true,
             tls_dir: "/var/lib/rancher/k3s/server/tls".into(),
+            lease_duration_seconds: 600,
         }
     }
 }

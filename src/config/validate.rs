@@ -135,6 +135,13 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         "milliseconds",
     );
     range(
+        "k3s.lease_duration_seconds",
+        c.k3s.lease_duration_seconds,
+        1,
+        86_400,
+        "seconds",
+    );
+    range(
         "daemon.recheck_interval_seconds",
         c.daemon.recheck_interval_seconds,
         10,

@@ -1,13 +1,15 @@
 //! The choices sightline makes from facts and config — each with the reasons
 //! a user would need to agree or override it.
 
+mod cluster;
 mod runtime_security;
 mod tier;
 
 use serde::Serialize;
 
-pub use runtime_security::{RuntimeSecurity, decide_runtime_security};
-pub use tier::{RecordedTier, Tier, decide_tier};
+pub use cluster::{ClusterDecision, decide_cluster};
+pub use runtime_security::{FalcoDriver, RuntimeSecurity, decide_runtime_security};
+pub use tier::{FULL_NEEDS_AVAILABLE, RecordedTier, Tier, decide_tier};
 
 use crate::config::LoadedConfig;
 use crate::facts::Facts;

@@ -1,19 +1,23 @@
 //! Tetragon, Falco (and which driver), or nothing.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::{Decision, Tier};
 use crate::config::{LoadedConfig, RuntimeSecurityChoice};
 use crate::facts::{Cni, Facts, OsFamily};
 
 /// How Falco reaches the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FalcoDriver {
     /// CO-RE eBPF probe built into Falco; needs kernel BTF.
     ModernEbpf,
     /// Kernel module built or downloaded at start; needs headers or a prebuilt module.
     Kmod,
+    /// The chart's own choice on each node (falcoctl's driver loader tries
+    /// modern eBPF, then the kernel module): for a cluster whose kernels
+    /// differ, since one DaemonSet serves every node.
+    Auto,
 }
 
 impl FalcoDriver {
@@ -22,6 +26,7 @@ impl FalcoDriver {
         match self {
             FalcoDriver::ModernEbpf => "modern_ebpf",
             FalcoDriver::Kmod => "kmod",
+            FalcoDriver::Auto => "auto",
         }
     }
 }

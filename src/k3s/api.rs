@@ -44,6 +44,23 @@ pub enum ApiError {
     },
 }
 
+impl ApiError {
+    /// The HTTP status, when the API answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// 409: someone else wrote the object first (a stale `resourceVersion`
+    /// on update, `AlreadyExists` on create). The apiserver's optimistic
+    /// concurrency: k8s.io/apiserver `pkg/registry/generic/registry/store.go`.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+}
+
 /// A client for one k3s API server.
 #[derive(Debug, Clone)]
 pub struct K3sApi {
@@ -107,22 +124,25 @@ impl K3sApi {
     /// GET a path and return the body text.
     pub async fn get_text(&self, path: &str) -> Result<String, ApiError> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| ApiError::Unreachable {
-                url: url.clone(),
-                detail: error_chain(&e),
-            })?;
+        self.exchange(self.client.get(&url), url).await
+    }
+
+    /// Sends a request; the body text of a success, or why not.
+    async fn exchange(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: String,
+    ) -> Result<String, ApiError> {
+        let resp = req.send().await.map_err(|e| ApiError::Unreachable {
+            url: url.clone(),
+            detail: error_chain(&e),
+        })?;
         let status = resp.status();
-        let body = resp.text().await.map_err(|e| ApiError::Decode {
+        let mut body = resp.text().await.map_err(|e| ApiError::Decode {
             url: url.clone(),
             detail: e.to_string(),
         })?;
         if !status.is_success() {
-            let mut body = body;
             body.truncate(400);
             return Err(ApiError::Status {
                 url,
@@ -140,6 +160,42 @@ impl K3sApi {
             url: format!("{}{path}", self.base),
             detail: e.to_string(),
         })
+    }
+
+    /// Sends `body` as JSON with `method` (POST, PUT, PATCH) and decodes
+    /// the answer. A 409 (a stale `resourceVersion`, or `AlreadyExists` on
+    /// create) comes back as [`ApiError::Status`]; see [`ApiError::is_conflict`].
+    pub async fn send_json<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ApiError> {
+        let url = format!("{}{path}", self.base);
+        let content_type = if method == reqwest::Method::PATCH {
+            "application/merge-patch+json"
+        } else {
+            "application/json"
+        };
+        let req = self
+            .client
+            .request(method, &url)
+            .header("Content-Type", content_type)
+            .body(body.to_string());
+        let text = self.exchange(req, url.clone()).await?;
+        serde_json::from_str(&text).map_err(|e| ApiError::Decode {
+            url,
+            detail: e.to_string(),
+        })
+    }
+
+    /// GET a path and decode JSON; `None` on 404.
+    pub async fn get_opt<T: DeserializeOwned>(&self, path: &str) -> Result<Option<T>, ApiError> {
+        match self.get_json(path).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.status() == Some(404) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The running version, from `GET /version` (the apiserver's

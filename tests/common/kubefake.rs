@@ -14,6 +14,19 @@
 //!   `spec` changes, and a `Failed` condition on the HelmChart that stays
 //!   until the failed Job has been replaced.
 //!
+//! It also serves what the coordination of several servers needs, with the
+//! apiserver's optimistic concurrency (k8s.io/apiserver
+//! `pkg/registry/generic/registry/store.go`: `Create` answers 409
+//! `AlreadyExists` for an existing name, `Update` answers 409 `Conflict`
+//! when the body's `metadata.resourceVersion` is not the stored one, and
+//! every write stores a new `resourceVersion`): `leases`, `configmaps` and
+//! `secrets` in kube-system, and `nodes` (list, get, merge patch). Started
+//! with several server roots ([`KubeFake::start_cluster`]), it is one
+//! cluster whose deploy controller applies every server's manifests
+//! directory into the one Addon store, as each k3s server does with its
+//! own directory; files that differ between servers show up as an Addon
+//! whose checksum flaps ([`Scenario::checksums`]).
+//!
 //! A scenario makes files fail to apply, jobs fail, workloads stay unready,
 //! the API answer nothing, or k3s report another version. Objects use the
 //! shapes of `tests/fixtures/kube/*.json`.
@@ -84,8 +97,25 @@ pub struct Scenario {
     pub requests: Vec<String>,
     /// Apply attempts per Addon (successful or not).
     pub attempts: BTreeMap<String, u32>,
-    /// Whether the first (forced) scan ran.
-    scanned: bool,
+    /// Nodes `GET /api/v1/nodes` lists (see [`node`]).
+    pub nodes: Vec<Value>,
+    /// Stored objects by `plural/name` (leases, configmaps, secrets).
+    pub objects: BTreeMap<String, Value>,
+    /// Every checksum each Addon took, in order: a value that comes back
+    /// after another is a flap.
+    pub checksums: BTreeMap<String, Vec<String>>,
+    /// Hold back the answers to the first reads of the Lease until this
+    /// many have been read (or 10 s passed): servers that start at once all
+    /// read "no Lease" before any of them writes, the race the apiserver's
+    /// conflicts settle.
+    pub lease_barrier: usize,
+    lease_reads: usize,
+    /// Writes refused with 409, by `plural/name`.
+    pub conflicts: BTreeMap<String, u32>,
+    /// The last `resourceVersion` handed out.
+    resource_version: u64,
+    /// Directories whose first (forced) scan ran.
+    scanned: BTreeSet<PathBuf>,
     /// mtime per file, cached only after a successful apply.
     mtimes: BTreeMap<PathBuf, SystemTime>,
     addons: BTreeMap<String, Addon>,
@@ -114,7 +144,14 @@ impl Default for Scenario {
             version: "v1.33.4+k3s1".into(),
             requests: Vec::new(),
             attempts: BTreeMap::new(),
-            scanned: false,
+            nodes: Vec::new(),
+            objects: BTreeMap::new(),
+            checksums: BTreeMap::new(),
+            conflicts: BTreeMap::new(),
+            lease_barrier: 0,
+            lease_reads: 0,
+            resource_version: 100,
+            scanned: BTreeSet::new(),
             mtimes: BTreeMap::new(),
             addons: BTreeMap::new(),
             events: Vec::new(),
@@ -192,8 +229,25 @@ pub fn pki(root: &Path) -> super::pki::Pki {
 impl KubeFake {
     /// Starts a server for the test root `root` (its manifests directory and TLS files).
     pub fn start(root: &Path) -> KubeFake {
-        let pki = pki(root);
-        let manifests = root.join("var/lib/rancher/k3s/server/manifests/sightline");
+        Self::start_cluster(&[root])
+    }
+
+    /// Starts one API for a cluster whose servers are the test roots
+    /// `roots`: each gets the same TLS material, and the deploy controller
+    /// applies every root's manifests directory into the one Addon store.
+    pub fn start_cluster(roots: &[&Path]) -> KubeFake {
+        let pki = pki(roots[0]);
+        for r in &roots[1..] {
+            let tls = r.join("var/lib/rancher/k3s/server/tls");
+            std::fs::create_dir_all(&tls).unwrap();
+            std::fs::write(tls.join("server-ca.crt"), &pki.server_ca).unwrap();
+            std::fs::write(tls.join("client-admin.crt"), &pki.admin_cert).unwrap();
+            std::fs::write(tls.join("client-admin.key"), &pki.admin_key).unwrap();
+        }
+        let manifests: Vec<PathBuf> = roots
+            .iter()
+            .map(|r| r.join("var/lib/rancher/k3s/server/manifests/sightline"))
+            .collect();
         let scenario = Arc::new(Mutex::new(Scenario::default()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sc = scenario.clone();
@@ -226,7 +280,7 @@ impl KubeFake {
 
 async fn serve(
     pki: super::pki::Pki,
-    manifests: PathBuf,
+    manifests: Vec<PathBuf>,
     scenario: Arc<Mutex<Scenario>>,
     port_tx: std::sync::mpsc::Sender<u16>,
 ) {
@@ -278,12 +332,38 @@ async fn serve(
                     }
                 }
                 let head = String::from_utf8_lossy(&buf).into_owned();
+                let method = head.split_whitespace().next().unwrap_or("GET").to_string();
                 let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = vec![0u8; length];
+                if tls.read_exact(&mut body).await.is_err() {
+                    return;
+                }
                 let (status, body) = {
                     let mut s = scenario.lock().unwrap();
-                    s.requests.push(path.clone());
-                    route(&mut s, &manifests, &path)
+                    s.requests.push(if method == "GET" {
+                        path.clone()
+                    } else {
+                        format!("{method} {path}")
+                    });
+                    if method == "GET" {
+                        route(&mut s, &manifests, &path)
+                    } else {
+                        write(&mut s, &manifests, &method, &path, &body)
+                    }
                 };
+                // The answer is read now and held back until the others
+                // have read too.
+                if method == "GET" && path.ends_with("/leases/sightline") {
+                    hold_for_barrier(&scenario).await;
+                }
                 let resp = format!(
                     "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
                     body.len()
@@ -293,6 +373,25 @@ async fn serve(
                 }
             }
         });
+    }
+}
+
+async fn hold_for_barrier(scenario: &Mutex<Scenario>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let hold = {
+        let mut s = scenario.lock().unwrap();
+        s.lease_reads += 1;
+        s.lease_reads <= s.lease_barrier
+    };
+    while hold && std::time::Instant::now() < deadline {
+        let reached = {
+            let s = scenario.lock().unwrap();
+            s.lease_reads >= s.lease_barrier
+        };
+        if reached {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
@@ -469,6 +568,10 @@ fn deploy(s: &mut Scenario, path: &Path, compare_checksum: bool) -> Result<(), (
     for p in &new {
         s.deleted.remove(p);
     }
+    let history = s.checksums.entry(name.clone()).or_default();
+    if history.last() != Some(&sum) {
+        history.push(sum.clone());
+    }
     let a = s.addons.get_mut(&name).unwrap();
     a.checksum = Some(sum);
     a.applied = Some(content);
@@ -479,10 +582,10 @@ fn deploy(s: &mut Scenario, path: &Path, compare_checksum: bool) -> Result<(), (
 /// whose mtime is cached (only after a successful apply) is skipped, so a
 /// failed file is applied again on every scan. The first scan is forced
 /// and re-applies everything. k3s scans every 15 s; the stand-in scans on
-/// every request, so a test's polls are its scans.
+/// every request, so a test's polls are its scans. Each server's
+/// controller keeps its own cache and does its own first forced scan.
 fn scan(s: &mut Scenario, manifests: &Path) {
-    let force = !s.scanned;
-    s.scanned = true;
+    let force = s.scanned.insert(manifests.to_path_buf());
     let mut paths: Vec<PathBuf> = std::fs::read_dir(manifests)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
@@ -596,12 +699,13 @@ fn version_json(git_version: &str) -> String {
     v.to_string()
 }
 
-fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
-    if s.down {
-        return (503, "k3s is starting".into());
-    }
+/// What every request drives: the deploy controllers' scans of every
+/// server's directory and helm-controller's reconcile.
+fn controllers(s: &mut Scenario, manifests: &[PathBuf]) {
     let before: BTreeSet<String> = helmcharts(s).keys().cloned().collect();
-    scan(s, manifests);
+    for m in manifests {
+        scan(s, m);
+    }
     reconcile_jobs(s);
     let after: BTreeSet<String> = helmcharts(s).keys().cloned().collect();
     for gone in before.difference(&after) {
@@ -610,10 +714,31 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
     for back in &after {
         s.deleting.remove(back);
     }
+}
+
+fn route(s: &mut Scenario, manifests: &[PathBuf], full: &str) -> (u16, String) {
+    if s.down {
+        return (503, "k3s is starting".into());
+    }
+    controllers(s, manifests);
     let (path, query) = full.split_once('?').unwrap_or((full, ""));
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["readyz"] => (200, "ok".into()),
+        ["api", "v1", "nodes"] => (200, list("NodeList", s.nodes.clone())),
+        ["api", "v1", "nodes", name] => {
+            match s.nodes.iter().find(|n| n["metadata"]["name"] == *name) {
+                Some(n) => (200, n.to_string()),
+                None => not_found(path),
+            }
+        }
+        [.., name] if stored_kind(&parts).is_some() => {
+            let plural = stored_kind(&parts).unwrap();
+            match s.objects.get(&format!("{plural}/{name}")) {
+                Some(o) => (200, o.to_string()),
+                None => not_found(path),
+            }
+        }
         ["version"] => (200, version_json(&s.version)),
         [
             "apis",
@@ -774,5 +899,159 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
                 not_found(path)
             }
         }
+    }
+}
+
+/// A Node as the kubelet reports it (k8s.io/api `core/v1` `NodeStatus`:
+/// `allocatable.memory` as a quantity, `nodeInfo.architecture` as GOARCH),
+/// with k3s's role label on servers.
+pub fn node(name: &str, arch: &str, allocatable_memory: &str, server: bool) -> Value {
+    let mut labels = json!({"kubernetes.io/hostname": name, "kubernetes.io/arch": arch});
+    if server {
+        labels["node-role.kubernetes.io/control-plane"] = json!("true");
+        labels["node-role.kubernetes.io/master"] = json!("true");
+    }
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": {}, "resourceVersion": "1"},
+        "status": {
+            "allocatable": {"cpu": "4", "memory": allocatable_memory, "pods": "110"},
+            "nodeInfo": {"architecture": arch, "kernelVersion": "6.6.51", "osImage": "Debian GNU/Linux 12 (bookworm)",
+                "containerRuntimeVersion": "containerd://1.7.21-k3s2", "kubeletVersion": "v1.33.4+k3s1", "operatingSystem": "linux"}
+        }
+    })
+}
+
+fn status(code: u16, reason: &str, message: String) -> (u16, String) {
+    (
+        code,
+        json!({"kind":"Status","apiVersion":"v1","status":"Failure","message":message,"reason":reason,"code":code}).to_string(),
+    )
+}
+
+/// The kind (plural) of a stored object's path `.../<plural>/<name>`:
+/// leases (coordination.k8s.io/v1), configmaps and secrets (v1), all in
+/// kube-system.
+fn stored_kind<'a>(parts: &[&'a str]) -> Option<&'a str> {
+    match parts {
+        [
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            "kube-system",
+            "leases",
+            _,
+        ] => Some("leases"),
+        [
+            "api",
+            "v1",
+            "namespaces",
+            "kube-system",
+            kind @ ("configmaps" | "secrets"),
+            _,
+        ] => Some(kind),
+        _ => None,
+    }
+}
+
+/// POST, PUT and PATCH, with the generic registry's rules (k8s.io/apiserver
+/// `pkg/registry/generic/registry/store.go`): create refuses an existing
+/// name (409 AlreadyExists); update refuses a missing object (404, these
+/// kinds do not allow create-on-update) and a stale `resourceVersion` (409
+/// Conflict); each write stores a new `resourceVersion`. Nodes take a JSON
+/// merge patch (RFC 7386) of their annotations.
+fn write(
+    s: &mut Scenario,
+    manifests: &[PathBuf],
+    method: &str,
+    full: &str,
+    body: &[u8],
+) -> (u16, String) {
+    if s.down {
+        return (503, "k3s is starting".into());
+    }
+    controllers(s, manifests);
+    let path = full.split_once('?').map_or(full, |(p, _)| p);
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
+        return status(400, "BadRequest", "the body is not JSON".into());
+    };
+    s.resource_version += 1;
+    let rv = s.resource_version.to_string();
+    if let (["api", "v1", "nodes", name], "PATCH") = (parts.as_slice(), method) {
+        let Some(n) = s.nodes.iter_mut().find(|n| n["metadata"]["name"] == *name) else {
+            return not_found(path);
+        };
+        if let Some(a) = obj["metadata"]["annotations"].as_object() {
+            for (k, v) in a {
+                n["metadata"]["annotations"][k] = v.clone();
+            }
+        }
+        n["metadata"]["resourceVersion"] = json!(rv);
+        return (200, n.to_string());
+    }
+    // A POST names its collection; the object's name is in the body.
+    let mut named = parts.clone();
+    if method == "POST" {
+        named.push(obj["metadata"]["name"].as_str().unwrap_or(""));
+    }
+    let (Some(plural), Some(name)) = (stored_kind(&named), named.last().map(|n| n.to_string()))
+    else {
+        return status(405, "MethodNotAllowed", format!("{method} {path}"));
+    };
+    if !["POST", "PUT"].contains(&method) {
+        return status(405, "MethodNotAllowed", format!("{method} {path}"));
+    }
+    let key = format!("{plural}/{name}");
+    let stored = s.objects.get(&key);
+    match (method, stored) {
+        ("POST", Some(_)) => {
+            *s.conflicts.entry(key.clone()).or_default() += 1;
+            return status(
+                409,
+                "AlreadyExists",
+                format!("{plural} {name:?} already exists"),
+            );
+        }
+        ("PUT", None) => return not_found(path),
+        ("PUT", Some(cur)) => {
+            let sent = obj["metadata"]["resourceVersion"].as_str().unwrap_or("");
+            if !sent.is_empty() && sent != cur["metadata"]["resourceVersion"] {
+                *s.conflicts.entry(key.clone()).or_default() += 1;
+                return status(
+                    409,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {plural} {name:?}: the object has been modified; please apply your changes to the latest version and try again"
+                    ),
+                );
+            }
+            obj["metadata"]["uid"] = cur["metadata"]["uid"].clone();
+            obj["metadata"]["creationTimestamp"] = cur["metadata"]["creationTimestamp"].clone();
+        }
+        _ => {
+            let uid = s.uid();
+            obj["metadata"]["uid"] = json!(uid);
+            obj["metadata"]["creationTimestamp"] = json!(now());
+        }
+    }
+    obj["metadata"]["resourceVersion"] = json!(rv);
+    s.objects.insert(key, obj.clone());
+    (if method == "POST" { 201 } else { 200 }, obj.to_string())
+}
+
+impl Scenario {
+    /// Addons whose checksum went back to a value it had before another:
+    /// two servers' files fighting over one Addon.
+    pub fn flapping(&self) -> Vec<String> {
+        self.checksums
+            .iter()
+            .filter(|(_, h)| {
+                let mut seen = BTreeSet::new();
+                !h.iter().all(|c| seen.insert(c))
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
     }
 }
