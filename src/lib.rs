@@ -14,6 +14,7 @@
 //! | [`bundle`], [`rollout`] | the in-cluster stack and its staged rollout |
 //! | [`daemon`] | `sightline run` |
 //! | [`throttle`] | the Raspberry Pi throttle collector |
+//! | [`notify`] | sightline's own notifications when the cluster cannot alert |
 //! | [`cli`] | the command line |
 
 pub mod atomic;
@@ -29,6 +30,7 @@ pub mod host;
 pub mod k3s;
 pub mod lock;
 pub mod logging;
+pub mod notify;
 pub mod rollout;
 pub mod sysroot;
 pub mod systemd;

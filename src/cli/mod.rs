@@ -4,6 +4,7 @@ mod args;
 mod config_cmd;
 mod converge_cmd;
 mod detect;
+mod notify_cmd;
 mod output;
 mod render_cmd;
 mod status_cmd;
@@ -73,6 +74,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             action: args::BundleAction::Verify { file },
         } => render_cmd::verify(&file),
         Command::Status { json } => status_cmd::run(&ctx, json),
+        Command::Notify { test, json } => notify_cmd::run(&ctx, test, json),
         Command::CollectThrottle { output } => throttle_cmd::run(&ctx, output.as_deref()),
         Command::Completions { shell } => args::completions(shell),
         Command::Manpage { out } => args::manpages(&out),

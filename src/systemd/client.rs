@@ -41,7 +41,12 @@ impl SystemdClient {
         })
     }
 
-    async fn manager(&self) -> Result<ManagerProxy<'static>> {
+    /// The bus connection, for the read-only queries in sibling modules.
+    pub(super) fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(super) async fn manager(&self) -> Result<ManagerProxy<'static>> {
         Ok(ManagerProxy::builder(&self.conn)
             .cache_properties(CacheProperties::No)
             .build()

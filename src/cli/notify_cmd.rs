@@ -1,0 +1,208 @@
+//! `sightline notify`: `--test` sends a test message through every
+//! configured channel now (no daemon needed); without it, shows the open
+//! events, the queue and the last delivery per channel.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::Ctx;
+use crate::notify::channel::{self, ChannelKind};
+use crate::notify::dispatch::{Backoff, send_with_retry};
+use crate::notify::event::{EventKind, Notice, Phase};
+use crate::notify::message::{node_name, render, utc};
+use crate::notify::monitor::MonitorState;
+use crate::notify::queue::Queue;
+use crate::notify::stats::{Deliveries, DeliveryResult, LastDelivery};
+use crate::notify::store::{JsonFile, Paths};
+
+/// Three attempts, 1 s then 2 s apart: enough to ride out a blip, short
+/// enough for a person waiting at a terminal.
+const TEST_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(2),
+    max_attempts: Some(3),
+};
+
+#[derive(Debug, Serialize)]
+struct ChannelResult {
+    channel: ChannelKind,
+    ok: bool,
+    attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Runs `notify`.
+pub fn run(ctx: &Ctx, test: bool, json: bool) -> Result<u8> {
+    let cfg = crate::config::load(&ctx.root)?;
+    if !test {
+        return show(ctx, &cfg.config, json);
+    }
+    let channels = channel::from_config(&ctx.root, &cfg)?;
+    if channels.is_empty() {
+        anyhow::bail!(
+            "no notification channel is configured: set ntfy_url, discord_webhook_url_file or email_to under [alerting] in /etc/sightline/config.toml"
+        );
+    }
+    let now = crate::notify::now();
+    let notice = Notice {
+        kind: EventKind::Test,
+        subject: String::new(),
+        phase: Phase::Firing,
+        since: now,
+        at: now,
+        details: vec!["This is a test from `sightline notify --test`. If you read this, sightline can reach you when the cluster cannot.".into()],
+    };
+    let msg = render(&node_name(&ctx.root), &notice);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Every channel at once: a slow or failing one delays no other.
+    let results: Vec<ChannelResult> = rt.block_on(async {
+        let sends = channels.iter().map(|c| async {
+            let (attempts, r) = send_with_retry(c, &msg, TEST_BACKOFF).await;
+            ChannelResult {
+                channel: c.kind(),
+                ok: r.is_ok(),
+                attempts,
+                error: r.err().map(|e| e.to_string()),
+            }
+        });
+        futures_util::future::join_all(sends).await
+    });
+    record(ctx, &cfg.config, &results, &msg.title);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "channels": results }))?
+        );
+    } else {
+        for r in &results {
+            let tries = if r.attempts == 1 {
+                "1 attempt".to_string()
+            } else {
+                format!("{} attempts", r.attempts)
+            };
+            match &r.error {
+                None => println!("{:<8} sent ({tries})", r.channel.name()),
+                Some(e) => println!("{:<8} FAILED after {tries}: {e}", r.channel.name()),
+            }
+        }
+    }
+    Ok(if results.iter().all(|r| r.ok) { 0 } else { 1 })
+}
+
+/// Counts the test's attempts with the daemon's, when the state directory
+/// is writable (it is not for an unprivileged user; that is fine).
+fn record(ctx: &Ctx, cfg: &crate::config::Config, results: &[ChannelResult], title: &str) {
+    let mut file = JsonFile::new(&ctx.root, &Paths::new(cfg).deliveries);
+    let mut d: Deliveries = file.load().unwrap_or_default();
+    let at = crate::notify::now();
+    for r in results {
+        let failures = if r.ok { r.attempts - 1 } else { r.attempts };
+        for _ in 0..failures {
+            d.record(
+                r.channel,
+                LastDelivery {
+                    at,
+                    result: DeliveryResult::Failed,
+                    title: title.into(),
+                    error: r.error.clone(),
+                },
+            );
+        }
+        if r.ok {
+            d.record(
+                r.channel,
+                LastDelivery {
+                    at,
+                    result: DeliveryResult::Sent,
+                    title: title.into(),
+                    error: None,
+                },
+            );
+        }
+    }
+    if let Err(e) = file.save(&d) {
+        tracing::debug!(error = %format!("{e:#}"), "test deliveries not recorded");
+    }
+}
+
+fn show(ctx: &Ctx, cfg: &crate::config::Config, json: bool) -> Result<u8> {
+    let p = Paths::new(cfg);
+    let events: MonitorState = JsonFile::new(&ctx.root, &p.events)
+        .load()
+        .unwrap_or_default();
+    let queue: Queue = JsonFile::new(&ctx.root, &p.queue)
+        .load()
+        .unwrap_or_default();
+    let deliveries: Deliveries = JsonFile::new(&ctx.root, &p.deliveries)
+        .load()
+        .unwrap_or_default();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "enabled": cfg.notify_enabled(),
+                "open_events": events.open.values().collect::<Vec<_>>(),
+                "queued": queue.items.len(),
+                "deliveries": deliveries,
+            }))?
+        );
+        return Ok(0);
+    }
+    print!(
+        "{}",
+        render_summary(cfg.notify_enabled(), &events, &queue, &deliveries)
+    );
+    Ok(0)
+}
+
+/// The notifier's part of `status`: open events, queue, last delivery per channel.
+pub fn render_summary(
+    enabled: bool,
+    events: &MonitorState,
+    queue: &Queue,
+    deliveries: &Deliveries,
+) -> String {
+    let mut s = format!("notifications: {}\n", if enabled { "on" } else { "off" });
+    if events.open.is_empty() {
+        s.push_str("  open events: none\n");
+    }
+    for e in events.open.values() {
+        let subject = if e.subject.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", e.subject)
+        };
+        s.push_str(&format!(
+            "  open: {}{subject} since {}, last sent {}\n",
+            e.kind.headline(),
+            utc(e.since),
+            utc(e.last_sent)
+        ));
+    }
+    if !queue.items.is_empty() {
+        s.push_str(&format!(
+            "  waiting to be delivered: {}\n",
+            queue.items.len()
+        ));
+    }
+    for (ch, l) in &deliveries.last {
+        s.push_str(&format!(
+            "  {:<8} last {} at {}: {}{}\n",
+            ch.name(),
+            l.result.name(),
+            utc(l.at),
+            l.title,
+            l.error
+                .as_deref()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    s
+}
