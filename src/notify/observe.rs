@@ -294,10 +294,8 @@ mod tests {
         assert_eq!(LIGHT_ALERTMANAGER.has_watchdog_rule, light_has);
         let kps = read("files/bundle/values/kube-prometheus-stack.yaml");
         assert!(kps.contains("fullnameOverride: kps"));
-        assert!(
-            !kps.contains("general: false"),
-            "kps default rules keep Watchdog"
-        );
-        assert!(FULL_ALERTMANAGER.has_watchdog_rule);
+        let full_has =
+            kps.contains("defaultRules:\n  create: true") && !kps.contains("general: false");
+        assert_eq!(FULL_ALERTMANAGER.has_watchdog_rule, full_has);
     }
 }
