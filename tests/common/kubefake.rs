@@ -34,6 +34,9 @@ pub struct Scenario {
     pub delete_polls: u32,
     /// Every request path, in order.
     pub requests: Vec<String>,
+    /// Alertmanager behind the service proxy: `service name → alertnames
+    /// firing`. A service not listed has no endpoints.
+    pub alertmanager: BTreeMap<String, Vec<String>>,
     /// Last accepted file content per Addon.
     accepted: BTreeMap<String, Vec<u8>>,
     /// HelmCharts being deleted → remaining reads.
@@ -256,6 +259,57 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["readyz"] => (200, "ok".into()),
+        // The API server's service proxy to Alertmanager's API v2 `GET
+        // /alerts` (prometheus/alertmanager api/v2/openapi.yaml: an array of
+        // gettableAlert; `filter` holds label matchers). kubernetes
+        // pkg/registry/core/service/storage/storage.go (ResourceLocation)
+        // answers 503 ServiceUnavailable "no endpoints available for
+        // service" when nothing backs the Service.
+        [
+            "api",
+            "v1",
+            "namespaces",
+            "monitoring",
+            "services",
+            svc_port,
+            "proxy",
+            "api",
+            "v2",
+            "alerts",
+        ] => {
+            let svc = svc_port.split(':').next().unwrap_or("");
+            let Some(firing) = s.alertmanager.get(svc) else {
+                return (
+                    503,
+                    json!({"kind":"Status","apiVersion":"v1","status":"Failure","message":format!("no endpoints available for service \"{svc}\""),"reason":"ServiceUnavailable","code":503}).to_string(),
+                );
+            };
+            let wanted = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("filter="))
+                .map(|f| f.replace("%3D", "=").replace("%22", "\""));
+            let alerts: Vec<Value> = firing
+                .iter()
+                .filter(|name| {
+                    wanted
+                        .as_deref()
+                        .is_none_or(|w| w == format!("alertname=\"{name}\""))
+                })
+                .map(|name| {
+                    json!({
+                        "labels": {"alertname": name, "severity": "none"},
+                        "annotations": {},
+                        "startsAt": "2026-12-01T00:00:00Z",
+                        "endsAt": "2999-01-01T00:00:00Z",
+                        "updatedAt": "2026-12-01T00:00:00Z",
+                        "fingerprint": "0000000000000001",
+                        "receivers": [{"name": "default"}],
+                        "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}
+                    })
+                })
+                .collect();
+            (200, Value::Array(alerts).to_string())
+        }
         [
             "apis",
             "k3s.cattle.io",
