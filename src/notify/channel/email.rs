@@ -78,16 +78,9 @@ impl Email {
             Err(e) if e.status().is_some() => Err(SendError::Smtp {
                 detail: e.to_string(),
             }),
-            Err(e) => {
-                let mut detail = e.to_string();
-                let mut cur = std::error::Error::source(&e);
-                while let Some(c) = cur {
-                    detail.push_str(": ");
-                    detail.push_str(&c.to_string());
-                    cur = c.source();
-                }
-                Err(SendError::Transport { detail })
-            }
+            Err(e) => Err(SendError::Transport {
+                detail: super::error_chain(&e),
+            }),
         }
     }
 }

@@ -158,15 +158,21 @@ pub(crate) fn http_client() -> Result<reqwest::Client, SendError> {
 
 /// Maps a reqwest error without its URL (which may carry a token).
 pub(crate) fn transport(e: reqwest::Error) -> SendError {
-    let e = e.without_url();
+    SendError::Transport {
+        detail: error_chain(&e.without_url()),
+    }
+}
+
+/// An error with its sources, `a: b: c`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
-    let mut cur = std::error::Error::source(&e);
+    let mut cur = e.source();
     while let Some(c) = cur {
         s.push_str(": ");
         s.push_str(&c.to_string());
         cur = c.source();
     }
-    SendError::Transport { detail: s }
+    s
 }
 
 /// Turns a response into Ok or an HTTP error with a short body.
