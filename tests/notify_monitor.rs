@@ -217,7 +217,7 @@ fn rollback_and_power_are_sent_once() {
     };
     let power = PowerSeen {
         boot_id: "boot-a".into(),
-        occurred: vec!["under-voltage detected".into()],
+        occurred: vec!["Under-voltage detected".into()],
     };
     let o = Observation {
         rollback: Some(rb.clone()),

@@ -64,11 +64,18 @@ pub fn render(node: &str, n: &Notice) -> Message {
             span(n.at.saturating_sub(n.since)),
             utc(n.since)
         )),
-        _ if n.kind.lasting() => body.push_str(&format!(
-            "What: {what}.\nSince: {} ({} ago).\n",
-            utc(n.since),
-            span(n.at.saturating_sub(n.since))
-        )),
+        _ if n.kind.lasting() => {
+            let age = n.at.saturating_sub(n.since);
+            let ago = if age < 60 {
+                "just now".to_string()
+            } else {
+                format!("{} ago", span(age))
+            };
+            body.push_str(&format!(
+                "What: {what}.\nSince: {} ({ago}).\n",
+                utc(n.since)
+            ))
+        }
         _ => body.push_str(&format!("What: {what}.\nWhen: {}.\n", utc(n.since))),
     }
     for d in &n.details {

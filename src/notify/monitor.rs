@@ -129,6 +129,14 @@ pub struct PowerSeen {
     pub occurred: Vec<String>,
 }
 
+impl PowerSeen {
+    /// Whether under-voltage is among the conditions.
+    pub fn under_voltage(&self) -> bool {
+        let uv = crate::throttle::CONDITIONS[0].help;
+        self.occurred.iter().any(|c| c == uv)
+    }
+}
+
 /// What the daemon finds when it starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartFacts {
@@ -336,7 +344,11 @@ impl Monitor {
                         "The firmware reports since boot: {}.",
                         p.occurred.join(", ")
                     ),
-                    "Under-voltage means the power supply or its cable cannot deliver enough current; use the official supply.".into(),
+                    if p.under_voltage() {
+                        "Under-voltage means the power supply or its cable cannot deliver enough current: use a supply rated for this board.".into()
+                    } else {
+                        "Throttling without under-voltage means the SoC ran too hot: check the cooling.".into()
+                    },
                 ],
             });
             self.state.power_reported_boot = Some(p.boot_id.clone());

@@ -187,7 +187,7 @@ pub fn power(root: &Sysroot) -> Option<PowerSeen> {
     let occurred = crate::throttle::CONDITIONS
         .iter()
         .filter(|c| sample.throttled.occurred(c))
-        .map(|c| c.help.to_lowercase())
+        .map(|c| c.help.to_string())
         .collect();
     Some(PowerSeen { boot_id, occurred })
 }
