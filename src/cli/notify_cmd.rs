@@ -11,8 +11,10 @@ use super::Ctx;
 use crate::notify::channel::{self, ChannelKind};
 use crate::notify::dispatch::{Backoff, send_with_retry};
 use crate::notify::event::{EventKind, Notice, Phase};
+use crate::notify::k3s::K3sHealth;
 use crate::notify::message::{node_name, render, utc};
-use crate::notify::monitor::MonitorState;
+use crate::notify::monitor::{MonitorState, Observation, PipelineHealth};
+use crate::notify::observe::{ClusterView, StageView, observe};
 use crate::notify::queue::Queue;
 use crate::notify::stats::{Deliveries, DeliveryResult, LastDelivery};
 use crate::notify::store::{JsonFile, Paths};
@@ -131,7 +133,63 @@ fn record(ctx: &Ctx, cfg: &crate::config::Config, results: &[ChannelResult], tit
     }
 }
 
+/// The cluster as the status file has it, for the pipeline check.
+pub fn cluster_view(st: &crate::daemon::status::Status) -> ClusterView {
+    ClusterView {
+        tier: st.tier.clone(),
+        stages: st
+            .stages
+            .iter()
+            .map(|s| StageView {
+                name: s.name.clone(),
+                state: s.state.clone(),
+                detail: s.detail.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// What the notifier sees right now: k3s (and how a stop on purpose was
+/// told from a failure) and the alert pipeline. Needs the system bus.
+fn probe(ctx: &Ctx, cfg: &crate::config::Config) -> Option<Observation> {
+    if !ctx.root.is_host() && ctx.system_bus.is_none() {
+        return None;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    rt.block_on(async {
+        let sd = crate::systemd::SystemdClient::connect(ctx.system_bus.as_deref())
+            .await
+            .ok()?;
+        let api = crate::k3s::K3sApi::from_config(&ctx.root, cfg).ok();
+        let cluster = crate::daemon::status::Status::read(&ctx.root, cfg)
+            .ok()
+            .map(|st| cluster_view(&st));
+        Some(observe(&ctx.root, cfg, Some(&sd), api.as_ref(), cluster.as_ref()).await)
+    })
+}
+
+fn k3s_line(h: &K3sHealth) -> String {
+    match h {
+        K3sHealth::Ready => "ready".into(),
+        K3sHealth::NotInstalled => "not installed".into(),
+        K3sHealth::OnPurpose { how } => format!("stopped on purpose ({how}); not reported"),
+        K3sHealth::Down { cause, .. } => format!("DOWN by failure: {cause}"),
+    }
+}
+
+fn pipeline_line(p: &PipelineHealth) -> String {
+    match p {
+        PipelineHealth::Seen => "alive (Watchdog alert seen)".into(),
+        PipelineHealth::Missing(w) => format!("SILENT: {w}"),
+        PipelineHealth::NotApplicable(w) => format!("not checked: {w}"),
+    }
+}
+
 fn show(ctx: &Ctx, cfg: &crate::config::Config, json: bool) -> Result<u8> {
+    let now = probe(ctx, cfg);
     let p = Paths::new(cfg);
     let events: MonitorState = JsonFile::new(&ctx.root, &p.events)
         .load()
@@ -147,12 +205,22 @@ fn show(ctx: &Ctx, cfg: &crate::config::Config, json: bool) -> Result<u8> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "enabled": cfg.notify_enabled(),
+                "k3s": now.as_ref().and_then(|o| o.k3s.clone()),
+                "pipeline": now.as_ref().and_then(|o| o.pipeline.clone()),
                 "open_events": events.open.values().collect::<Vec<_>>(),
                 "queued": queue.items.len(),
                 "deliveries": deliveries,
             }))?
         );
         return Ok(0);
+    }
+    if let Some(o) = &now {
+        if let Some(k) = &o.k3s {
+            println!("k3s: {}", k3s_line(k));
+        }
+        if let Some(p) = &o.pipeline {
+            println!("alert pipeline: {}", pipeline_line(p));
+        }
     }
     print!(
         "{}",

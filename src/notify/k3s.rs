@@ -51,7 +51,7 @@ pub enum OnPurpose {
 
 /// Why k3s counts as down.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "cause", content = "detail")]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
 pub enum DownCause {
     /// `failed` (systemd gave up), with the Result.
     Failed(String),
