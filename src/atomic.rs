@@ -15,10 +15,31 @@ use std::path::{Path, PathBuf};
 /// dotfiles, so a half-written temp file is never picked up.
 pub const TEMP_PREFIX: &str = ".sightline-tmp.";
 
+/// How much a write must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file and its directory: the file survives a power loss
+    /// whole, old or new.
+    Durable,
+    /// Rename only: readers never see a torn file, but a power loss may
+    /// lose the write. For status and metrics, which are rewritten soon and
+    /// whose loss is harmless.
+    Volatile,
+}
+
 /// Writes `data` to `path` atomically with permission bits `mode`.
 ///
 /// Parent directories are created (mode 0755) when missing.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_with(path, data, mode, Durability::Durable)
+}
+
+/// [`write_atomic`] without the fsyncs, for metrics and status files.
+pub fn write_volatile(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+    write_with(path, data, mode, Durability::Volatile)
+}
+
+fn write_with(path: &Path, data: &[u8], mode: u32, durability: Durability) -> io::Result<()> {
     let dir = parent_of(path)?;
     create_dir_all(&dir, 0o755)?;
     let file_name = path
@@ -32,15 +53,40 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
         // writing so the content is never readable with looser permissions.
         tmp.set_permissions(fs::Permissions::from_mode(mode))?;
         tmp.write_all(data)?;
-        tmp.sync_all()?;
+        if durability == Durability::Durable {
+            tmp.sync_all()?;
+        }
         drop(tmp);
         fs::rename(&tmp_path, path)?;
-        fsync_dir(&dir)
+        if durability == Durability::Durable {
+            fsync_dir(&dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp_path);
     }
     result
+}
+
+/// Writes `data` unless `path` already holds exactly it; returns whether it
+/// wrote. A no-op must write nothing.
+pub fn write_if_changed(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    durability: Durability,
+) -> io::Result<bool> {
+    if let Ok(m) = fs::symlink_metadata(path)
+        && m.is_file()
+        && m.permissions().mode() & 0o7777 == mode
+        && m.len() == data.len() as u64
+        && fs::read(path).is_ok_and(|cur| cur == data)
+    {
+        return Ok(false);
+    }
+    write_with(path, data, mode, durability)?;
+    Ok(true)
 }
 
 /// Creates `dir` and its missing parents; only directories created here get
@@ -114,6 +160,7 @@ fn create_temp(dir: &Path, file_name: &str, mode: u32) -> io::Result<(PathBuf, F
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn writes_with_mode_and_replaces() {
@@ -155,6 +202,19 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "temp file leaked: {names:?}");
+    }
+
+    #[test]
+    fn unchanged_content_is_not_rewritten() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.prom");
+        assert!(write_if_changed(&p, b"a 1\n", 0o644, Durability::Volatile).unwrap());
+        let ino = fs::metadata(&p).unwrap().ino();
+        assert!(!write_if_changed(&p, b"a 1\n", 0o644, Durability::Volatile).unwrap());
+        assert_eq!(fs::metadata(&p).unwrap().ino(), ino, "rewritten");
+        assert!(write_if_changed(&p, b"a 1\n", 0o600, Durability::Volatile).unwrap());
+        assert!(write_if_changed(&p, b"a 2\n", 0o600, Durability::Volatile).unwrap());
+        assert_eq!(fs::read(&p).unwrap(), b"a 2\n");
     }
 
     #[test]

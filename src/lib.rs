@@ -17,12 +17,15 @@
 //! | [`notify`] | sightline's own notifications when the cluster cannot alert |
 //! | [`cli`] | the command line |
 
+pub mod agent;
 pub mod atomic;
 pub mod bundle;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod decide;
+pub mod digest;
 pub mod effects;
 pub mod engine;
 pub mod facts;
@@ -32,6 +35,7 @@ pub mod lock;
 pub mod logging;
 pub mod notify;
 pub mod rollout;
+pub mod state;
 pub mod sysroot;
 pub mod systemd;
 pub mod throttle;

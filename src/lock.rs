@@ -1,5 +1,11 @@
 //! The single lock shared by the CLI and the daemon, so two converges never
 //! interleave.
+//!
+//! Two layers: inside one process an async mutex serialises the converge and
+//! the cluster pass (they run as tasks on one thread, so a blocking wait
+//! there would stop the very task that holds the lock); across processes a
+//! `flock` on a file in the run directory. The file lock is only ever tried
+//! without blocking, with async sleeps between tries.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
@@ -9,18 +15,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use nix::fcntl::{Flock, FlockArg};
+use tokio::sync::{Mutex, MutexGuard};
+
+/// Serialises lock holders inside this process.
+static IN_PROCESS: Mutex<()> = Mutex::const_new(());
+
+/// How often a waiter tries the file lock again.
+const RETRY: Duration = Duration::from_millis(50);
 
 /// A held lock; released when dropped.
 #[derive(Debug)]
 pub struct Lock {
     _flock: Flock<File>,
+    _in_process: MutexGuard<'static, ()>,
 }
 
 impl Lock {
-    /// Takes the lock at `path`, waiting up to `wait` for another holder to
-    /// finish. The holder's PID is written into the file so the error can
-    /// name it.
-    pub fn acquire(path: &Path, wait: Duration) -> Result<Lock> {
+    /// Takes the lock at `path`: first this process's turn, then the file
+    /// lock, waiting up to `wait` for another process to release it. The
+    /// holder's PID is written into the file so the error can name it.
+    pub async fn acquire(path: &Path, wait: Duration) -> Result<Lock> {
+        let turn = IN_PROCESS.lock().await;
         if let Some(dir) = path.parent() {
             crate::atomic::create_dir_all(dir, 0o755)
                 .with_context(|| format!("creating lock directory {}", dir.display()))?;
@@ -33,21 +48,24 @@ impl Lock {
                     flock.set_len(0)?;
                     flock.rewind()?;
                     let _ = writeln!(&mut *flock, "{}", std::process::id());
-                    return Ok(Lock { _flock: flock });
+                    return Ok(Lock {
+                        _flock: flock,
+                        _in_process: turn,
+                    });
                 }
-                Err((f, nix::errno::Errno::EWOULDBLOCK)) => {
+                Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
                     if Instant::now() >= deadline {
                         let mut holder = String::new();
-                        let mut f = f;
                         let _ = f.read_to_string(&mut holder);
+                        let holder = holder.trim();
                         bail!(
                             "another sightline process (pid {}) holds {}; wait for it to finish or stop it",
-                            holder.trim().if_empty("unknown"),
+                            if holder.is_empty() { "unknown" } else { holder },
                             path.display()
                         );
                     }
                     file = f;
-                    std::thread::sleep(Duration::from_millis(50));
+                    tokio::time::sleep(RETRY).await;
                 }
                 Err((_, e)) => {
                     return Err(e).with_context(|| format!("locking {}", path.display()));
@@ -68,31 +86,83 @@ fn open(path: &Path) -> Result<File> {
         .with_context(|| format!("opening lock file {}", path.display()))
 }
 
-trait IfEmpty {
-    fn if_empty<'a>(&'a self, other: &'a str) -> &'a str;
-}
-
-impl IfEmpty for str {
-    fn if_empty<'a>(&'a self, other: &'a str) -> &'a str {
-        if self.is_empty() { other } else { self }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+    use std::os::unix::process::CommandExt;
+    use std::rc::Rc;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
 
     #[test]
-    fn second_holder_times_out_with_pid() {
+    fn other_process_holder_times_out_with_pid() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("run/sightline/lock");
-        let held = Lock::acquire(&p, Duration::ZERO).unwrap();
-        let err = Lock::acquire(&p, Duration::from_millis(120)).unwrap_err();
-        assert!(
-            err.to_string().contains(&std::process::id().to_string()),
-            "{err}"
-        );
-        drop(held);
-        Lock::acquire(&p, Duration::ZERO).unwrap();
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        // Another process's lock: an flock on a separate open file, taken
+        // from a child so that the in-process mutex is not involved.
+        let mut child = std::process::Command::new("flock")
+            .arg(&p)
+            .args(["sleep", "5"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(&p, format!("{}\n", child.id())).unwrap();
+        let err = rt()
+            .block_on(Lock::acquire(&p, Duration::from_millis(200)))
+            .unwrap_err();
+        assert!(err.to_string().contains(&child.id().to_string()), "{err}");
+        // flock and the sleep that inherited its descriptor.
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        rt().block_on(Lock::acquire(&p, Duration::ZERO)).unwrap();
+    }
+
+    /// The daemon runs the converge and the cluster pass as tasks on one
+    /// thread. A second taker must wait without stopping that thread: the
+    /// holder (here: a converge waiting for k3s) keeps running, and so do
+    /// the watchdog pings.
+    #[test]
+    fn waiting_never_blocks_the_runtime_thread() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let ticks = Rc::new(Cell::new(0u32));
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt(), async {
+            let t = ticks.clone();
+            let pinger = tokio::task::spawn_local(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    t.set(t.get() + 1);
+                }
+            });
+            let held = Lock::acquire(&p, Duration::ZERO).await.unwrap();
+            let p2 = p.clone();
+            let waiter = tokio::task::spawn_local(async move {
+                let start = Instant::now();
+                let _l = Lock::acquire(&p2, Duration::from_secs(5)).await.unwrap();
+                start.elapsed()
+            });
+            let before = ticks.get();
+            // The holder keeps awaiting (as a restart waits for /readyz).
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let during = ticks.get() - before;
+            drop(held);
+            let waited = waiter.await.unwrap();
+            pinger.abort();
+            assert!(
+                during >= 10,
+                "the runtime stalled: {during} ticks in 400 ms"
+            );
+            assert!(waited >= Duration::from_millis(350), "{waited:?}");
+        });
     }
 }

@@ -1,5 +1,5 @@
 //! The `sightline` binary.
 
 fn main() -> std::process::ExitCode {
-    sightline::cli::main()
+    sightline::cli::main(sightline::daemon::run)
 }

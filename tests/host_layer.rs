@@ -238,9 +238,9 @@ fn pi4_apply_writes_every_file_with_content_and_mode() {
     );
     assert!(
         read(r, SERVICE_DROPIN)
-            .ends_with("[Service]\nReadWritePaths=/var/lib/node_exporter/textfile_collector\n")
+            .ends_with("[Service]\nReadWritePaths=/run/node_exporter/textfile_collector\n")
     );
-    assert_eq!(mode(r, "/var/lib/node_exporter/textfile_collector"), 0o755);
+    assert_eq!(mode(r, "/run/node_exporter/textfile_collector"), 0o755);
     assert_eq!(mode(r, STATE), 0o600);
 
     for effect in [
@@ -264,9 +264,12 @@ fn ubuntu_gets_tetragon_facts_audit_watchdog_but_no_throttle() {
     let out = ok(r, &["apply", "--no-restart", "--host-only"]);
     assert!(read(r, WATCHDOG).contains("RuntimeWatchdogSec=30s\nRebootWatchdogSec=120s\n"));
     assert!(!r.join(TIMER_DROPIN.trim_start_matches('/')).exists());
+    // A plain key in config.yaml is fine: the drop-in appends to it, and
+    // command-line values are appended after both (k3s configfilearg
+    // parser.go), so nothing replaces the audit flags.
     assert!(
-        out.contains("config.yaml sets plain kube-apiserver-arg"),
-        "warns about the plain key: {out}"
+        !out.contains("plain kube-apiserver-arg") && !out.contains("would replace"),
+        "no warning about a plain key that sightline appends to: {out}"
     );
     assert!(out.contains("original kept"), "{out}");
 }
@@ -287,7 +290,6 @@ fn agent_and_no_k3s_get_no_audit_files() {
         let allowed = |p: &std::path::Path| {
             p.starts_with("run")
                 || p.starts_with("var/lib/sightline")
-                || p.starts_with("var/lib/node_exporter")
                 || p == std::path::Path::new("var/lib/")
                 || p == std::path::Path::new("var/")
         };
@@ -542,7 +544,7 @@ fn collect(root: &std::path::Path, word: &str) -> String {
     ok(root, &["collect-throttle"]);
     read(
         root,
-        "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom",
+        "/run/node_exporter/textfile_collector/rpi_throttle.prom",
     )
 }
 
@@ -555,7 +557,7 @@ fn gauge(text: &str, name: &str) -> Option<f64> {
 fn collector_decodes_throttle_words_and_promtool_accepts_them() {
     let root = fixture("pi4");
     let r = root.path();
-    std::fs::remove_dir_all(r.join("var/lib/node_exporter")).ok();
+    std::fs::remove_dir_all(r.join("run/node_exporter")).ok();
     let cases: [(&str, [u8; 8]); 3] = [
         ("0", [0, 0, 0, 0, 0, 0, 0, 0]),
         ("50005", [1, 1, 0, 0, 1, 1, 0, 0]),
@@ -591,7 +593,7 @@ fn collector_decodes_throttle_words_and_promtool_accepts_them() {
                 .args(["check", "metrics"])
                 .stdin(
                     std::fs::File::open(
-                        r.join("var/lib/node_exporter/textfile_collector/rpi_throttle.prom"),
+                        r.join("run/node_exporter/textfile_collector/rpi_throttle.prom"),
                     )
                     .unwrap(),
                 )
@@ -605,7 +607,7 @@ fn collector_decodes_throttle_words_and_promtool_accepts_them() {
             );
         }
     }
-    let leftovers: Vec<_> = std::fs::read_dir(r.join("var/lib/node_exporter/textfile_collector"))
+    let leftovers: Vec<_> = std::fs::read_dir(r.join("run/node_exporter/textfile_collector"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -644,4 +646,22 @@ fn collector_without_source_explains() {
     let out = sightline(root.path(), &["collect-throttle"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a Raspberry Pi"));
+}
+
+/// `detect` tells a Pi user when k3s will not start for want of the memory
+/// cgroup, and how to fix it.
+#[test]
+fn detect_shows_the_memory_cgroup_prerequisite_and_its_fix() {
+    let ok_root = fixture("pi4");
+    let text = ok(ok_root.path(), &["detect"]);
+    assert!(text.contains("memory (what k3s needs)"), "{text}");
+    assert_eq!(detect(ok_root.path())["cgroups_ready"], true);
+    let bad = fixture("pi4-no-memory-cgroup");
+    let text = ok(bad.path(), &["detect"]);
+    assert!(text.contains("k3s will not start"), "{text}");
+    assert!(
+        text.contains("cgroup_memory=1 cgroup_enable=memory") && text.contains("cmdline.txt"),
+        "{text}"
+    );
+    assert_eq!(detect(bad.path())["cgroups_ready"], false);
 }

@@ -8,6 +8,7 @@ use common::kubefake::KubeFake;
 use sightline::notify::event::{EventKind, Phase};
 use sightline::notify::monitor::{Monitor, MonitorState, Observation, PipelineHealth, Thresholds};
 use sightline::notify::observe::{ClusterView, StageView, pipeline};
+use sightline::state::StageState;
 
 fn api(root: &std::path::Path, url: &str) -> sightline::k3s::K3sApi {
     let tls = root.join("var/lib/rancher/k3s/server/tls");
@@ -21,18 +22,18 @@ fn api(root: &std::path::Path, url: &str) -> sightline::k3s::K3sApi {
     .unwrap()
 }
 
-fn cluster(tier: &str, state: &str) -> ClusterView {
+fn cluster(tier: &str, state: StageState) -> ClusterView {
     ClusterView {
         tier: Some(tier.into()),
         stages: vec![
             StageView {
                 name: "namespaces".into(),
-                state: "healthy".into(),
+                state: StageState::Healthy,
                 detail: None,
             },
             StageView {
                 name: "metrics".into(),
-                state: state.into(),
+                state,
                 detail: None,
             },
         ],
@@ -44,7 +45,7 @@ async fn watchdog_present_then_absent() {
     let d = tempfile::tempdir().unwrap();
     let fake = KubeFake::start(d.path());
     let api = api(d.path(), &fake.url);
-    let full = cluster("full", "healthy");
+    let full = cluster("full", StageState::Healthy);
 
     fake.with(|s| {
         s.alertmanager.insert(
@@ -80,11 +81,11 @@ async fn watchdog_present_then_absent() {
 
     // Not judged while the stack rolls out, nor on a tier without the rule.
     assert!(matches!(
-        pipeline(&api, Some(&cluster("full", "waiting"))).await,
+        pipeline(&api, Some(&cluster("full", StageState::Waiting))).await,
         PipelineHealth::NotApplicable(w) if w.contains("rolling out")
     ));
     assert!(matches!(
-        pipeline(&api, Some(&cluster("light", "healthy"))).await,
+        pipeline(&api, Some(&cluster("light", StageState::Healthy))).await,
         PipelineHealth::NotApplicable(_)
     ));
     // k3s down: the proxy does not answer, which is k3s's event, not this one.
@@ -101,7 +102,7 @@ async fn silent_pipeline_becomes_one_event_then_resolves() {
     let d = tempfile::tempdir().unwrap();
     let fake = KubeFake::start(d.path());
     let api = api(d.path(), &fake.url);
-    let full = cluster("full", "healthy");
+    let full = cluster("full", StageState::Healthy);
     let mut m = Monitor::new(
         Thresholds {
             k3s_down: 180,

@@ -303,6 +303,8 @@ fn the_deb_holds_every_file_with_a_stripped_binary_and_a_conffile() {
         "/usr/share/doc/sightline/changelog.Debian.gz",
         "/usr/share/lintian/overrides/sightline",
         "/usr/share/man/man1/sightline.1.gz",
+        "/usr/share/man/man5/sightline.toml.5.gz",
+        "/usr/share/doc/sightline/config.toml",
     ]
     .map(String::from)
     .to_vec();
@@ -313,10 +315,9 @@ fn the_deb_holds_every_file_with_a_stripped_binary_and_a_conffile() {
         &["manpage", "--out", pages.path().to_str().unwrap()],
     );
     for e in fs::read_dir(pages.path()).unwrap() {
-        expected.push(format!(
-            "/usr/share/man/man1/{}.gz",
-            e.unwrap().file_name().to_str().unwrap()
-        ));
+        let name = e.unwrap().file_name().to_str().unwrap().to_string();
+        let section = name.rsplit('.').next().unwrap().to_string();
+        expected.push(format!("/usr/share/man/man{section}/{name}.gz"));
     }
     for path in &expected {
         assert!(
@@ -327,6 +328,16 @@ fn the_deb_holds_every_file_with_a_stripped_binary_and_a_conffile() {
     assert!(
         !listing.contains("/usr/lib/systemd/system/multi-user.target.wants"),
         "enabling is the postinst's job"
+    );
+    // The configuration may hold secrets (webhook URLs, tokens): only root
+    // reads it.
+    let conf = listing
+        .lines()
+        .find(|l| l.ends_with(" ./etc/sightline/config.toml"))
+        .unwrap();
+    assert!(
+        conf.starts_with("-rw------- root/root "),
+        "/etc/sightline/config.toml is shipped 0600 root:root:\n{conf}"
     );
 
     let x = tempfile::tempdir().unwrap();
@@ -345,6 +356,22 @@ fn the_deb_holds_every_file_with_a_stripped_binary_and_a_conffile() {
         fs::read(repo().join("files/config.toml")).unwrap(),
         "the conffile is files/config.toml"
     );
+    assert_eq!(
+        fs::read(x.path().join("usr/share/doc/sightline/config.toml")).unwrap(),
+        fs::read(repo().join("files/config.toml")).unwrap(),
+        "the pristine defaults config errors point to"
+    );
+    // sightline.toml(5) is the one sightline renders from files/config.toml.
+    let page = run_ok(
+        Command::new("gzip")
+            .arg("-dc")
+            .arg(x.path().join("usr/share/man/man5/sightline.toml.5.gz")),
+    );
+    assert_eq!(
+        page,
+        fs::read_to_string(pages.path().join("sightline.toml.5")).unwrap()
+    );
+    assert!(page.contains("api_wait_seconds"), "{page}");
     let dropin =
         fs::read_to_string(x.path().join("usr/lib/sightline/config.d/10-package.toml")).unwrap();
     assert_eq!(
@@ -418,12 +445,15 @@ fn the_deb_installs_starts_hardened_restarts_on_upgrade_and_purges_only_its_own_
         "[Manager]\n",
         0o644,
     );
-    p.write_file(
-        "/var/lib/node_exporter/textfile_collector/other.prom",
-        "other 1\n",
-        0o644,
-    );
     let c = p.boot().unwrap_or_else(|s| panic!("{s}"));
+    // /run is a tmpfs of the booted container, so this one is written
+    // inside it.
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "mkdir -p /run/node_exporter/textfile_collector && echo 'other 1' > /run/node_exporter/textfile_collector/other.prom",
+    ]);
+    assert!(out.status.success(), "{}", show(&out));
     wait_until("k3s active", Duration::from_secs(30), || {
         prop(&c, "k3s", "ActiveState") == "active"
     });
@@ -467,6 +497,17 @@ fn the_deb_installs_starts_hardened_restarts_on_upgrade_and_purges_only_its_own_
         "{config}"
     );
     c.sh_ok("cd /usr/share/sightline && sha256sum -c bundle.tar.sha256 && sightline bundle verify bundle.tar");
+    assert_eq!(
+        c.sh_ok("stat -c '%a %U:%G' /etc/sightline/config.toml")
+            .trim(),
+        "600 root:root",
+        "dpkg installs the configuration 0600"
+    );
+    assert!(
+        c.exec(&["man", "-w", "sightline.toml"]).status.success() || !exists(&c, "/usr/bin/man"),
+        "sightline.toml(5) is installed where man finds it"
+    );
+    assert!(exists(&c, "/usr/share/man/man5/sightline.toml.5.gz"));
     // (Its cluster stage may report errors: the stand-in k3s is no full API.)
     let status = String::from_utf8_lossy(&c.exec(&["sightline", "status"]).stdout).into_owned();
     assert!(status.contains("daemon: running"), "{status}");
@@ -530,8 +571,8 @@ fn the_deb_installs_starts_hardened_restarts_on_upgrade_and_purges_only_its_own_
         "/etc/systemd/system.conf.d/60-sightline-watchdog.conf",
         "/etc/systemd/system/sightline-throttle.timer.d/60-sightline.conf",
         "/etc/systemd/system/sightline-throttle.service.d/60-sightline.conf",
-        "/var/lib/node_exporter/textfile_collector/sightline.prom",
-        "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom",
+        "/run/node_exporter/textfile_collector/sightline.prom",
+        "/run/node_exporter/textfile_collector/rpi_throttle.prom",
     ] {
         if !exists(&c, f) {
             c.write_file(f, "# as sightline writes it\n", 0o644);
@@ -549,8 +590,8 @@ fn the_deb_installs_starts_hardened_restarts_on_upgrade_and_purges_only_its_own_
         "/etc/systemd/system/sightline-throttle.service.d",
         "/etc/systemd/system/timers.target.wants/sightline-throttle.timer",
         "/etc/systemd/system/multi-user.target.wants/sightline.service",
-        "/var/lib/node_exporter/textfile_collector/sightline.prom",
-        "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom",
+        "/run/node_exporter/textfile_collector/sightline.prom",
+        "/run/node_exporter/textfile_collector/rpi_throttle.prom",
     ] {
         assert!(!exists(&c, gone), "purge leaves {gone} behind");
     }
@@ -560,7 +601,7 @@ fn the_deb_installs_starts_hardened_restarts_on_upgrade_and_purges_only_its_own_
         "/etc/rancher/k3s",
         "/var/lib/rancher/k3s/server/tls/server-ca.crt",
         "/etc/systemd/system.conf.d/50-other.conf",
-        "/var/lib/node_exporter/textfile_collector/other.prom",
+        "/run/node_exporter/textfile_collector/other.prom",
     ] {
         assert!(
             exists(&c, kept),
@@ -718,6 +759,18 @@ fn systemd_dissect_recognises_the_raw_image_as_a_system_extension() {
         sum.ends_with(&format!("  sightline-{VERSION}-{}.raw\n", sd_arch())),
         "{sum}"
     );
+    // Published beside the images, as the Flatcar sysext bakery does: the
+    // index systemd-sysupdate reads, and the transfer.
+    let dir = raw.parent().unwrap();
+    assert_eq!(
+        fs::read_to_string(dir.join("SHA256SUMS")).unwrap(),
+        sum,
+        "SHA256SUMS lists the image"
+    );
+    assert_eq!(
+        fs::read(dir.join("sightline.conf")).unwrap(),
+        fs::read(repo().join("packaging/flatcar/sightline.conf")).unwrap()
+    );
     if let Err(why) = host_loop_devices(raw) {
         return loud_skip("systemd-dissect of the raw image", &why);
     }
@@ -756,6 +809,7 @@ fn systemd_dissect_recognises_the_raw_image_as_a_system_extension() {
             "usr/lib/systemd/system/sightline-throttle.timer",
             "usr/lib/systemd/system/sightline.service",
             "usr/lib/tmpfiles.d/sightline.conf",
+            "usr/share/doc/sightline/config.toml",
             "usr/share/sightline/bundle.tar",
             "usr/share/sightline/bundle.tar.sha256",
         ],
@@ -828,6 +882,54 @@ fn the_committed_ignition_config_is_the_generated_one_and_valid() {
         "{units:?}"
     );
     let config = ign_file(&ign, "/etc/sightline/config.toml");
+    assert_eq!(config["mode"], 0o600, "the configuration may hold secrets");
+    // Updates: the transfer is the shipped one, the timer is on, and
+    // systemd-sysupdate.service updates the component before its own run.
+    let transfer = ign_file(&ign, "/etc/sysupdate.sightline.d/sightline.conf");
+    assert_eq!(
+        data_url(transfer["contents"]["source"].as_str().unwrap()),
+        fs::read_to_string(repo().join("packaging/flatcar/sightline.conf")).unwrap(),
+        "the Butane config inlines packaging/flatcar/sightline.conf"
+    );
+    assert!(
+        units
+            .iter()
+            .any(|u| u["name"] == "systemd-sysupdate.timer" && u["enabled"] == true),
+        "{units:?}"
+    );
+    let service = units
+        .iter()
+        .find(|u| u["name"] == "systemd-sysupdate.service")
+        .expect("a drop-in for systemd-sysupdate.service");
+    let dropins = service["dropins"].as_array().unwrap();
+    let ours = dropins
+        .iter()
+        .find(|d| d["name"] == "sightline.conf")
+        .expect("the sightline drop-in");
+    assert!(
+        ours["contents"]
+            .as_str()
+            .unwrap()
+            .contains("ExecStartPre=/usr/lib/systemd/systemd-sysupdate -C sightline update"),
+        "{ours}"
+    );
+    // k3s from the bakery: its image, linked and enabled.
+    let k3s = ign_link(&ign, "/etc/extensions/k3s.raw")["target"]
+        .as_str()
+        .unwrap();
+    assert!(
+        ign_file(&ign, k3s)["contents"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://extensions.flatcar.org/extensions/k3s-")
+    );
+    assert_eq!(
+        ign_link(
+            &ign,
+            "/etc/systemd/system/multi-user.target.wants/k3s.service"
+        )["target"],
+        "/usr/local/lib/systemd/system/k3s.service"
+    );
     assert_sightline_accepts_config(
         "the Ignition config",
         &data_url(config["contents"]["source"].as_str().unwrap()),
@@ -854,6 +956,10 @@ fn butane2ignition_refuses_what_it_does_not_translate() {
             "variant: flatcar\nversion: 1.0.0\nsystemd:\n  units:\n    - name: x.service\n      mask: true\n",
             "unsupported key(s) mask",
         ),
+        (
+            "variant: flatcar\nversion: 1.0.0\nsystemd:\n  units:\n    - name: x.service\n      dropins:\n        - name: x.txt\n",
+            "is not a drop-in file name",
+        ),
     ];
     for (i, (bu, why)) in cases.iter().enumerate() {
         let f = d.path().join(format!("{i}.bu"));
@@ -870,16 +976,8 @@ fn butane2ignition_refuses_what_it_does_not_translate() {
 
 /// True when scripts/test-deps has set up trixie's cloud-init (like [`tool`]).
 fn trixie_cloud_init() -> bool {
-    let cache = std::env::var_os("SIGHTLINE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache"))
-                .join("sightline")
-        });
     available(
-        cache.join("cloud-init-trixie/.ok").is_file(),
+        common_cache().join("cloud-init-trixie/.ok").is_file(),
         "cloud-init 25 (trixie) is not set up",
     )
 }
@@ -892,6 +990,11 @@ fn the_cloud_init_user_data_passes_cloud_init_22_4_and_25() {
     let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     let file = &doc["write_files"][0];
     assert_eq!(file["path"].as_str(), Some("/etc/sightline/config.toml"));
+    assert_eq!(
+        file["permissions"].as_str(),
+        Some("0600"),
+        "the configuration may hold secrets"
+    );
     assert_sightline_accepts_config(
         "the cloud-init user-data",
         file["content"].as_str().unwrap(),
@@ -951,4 +1054,170 @@ fn packaging_scripts_are_shellcheck_clean() {
             ])
             .current_dir(repo()),
     );
+}
+
+/// systemd-sysupdate 254 unpacked by scripts/test-deps (Debian bookworm's
+/// systemd 252 is built without systemd-sysupdate; bookworm-backports' 254
+/// ships it), like [`tool`].
+fn sysupdate_254() -> Option<PathBuf> {
+    let root = common_cache().join("sysupdate-254/root");
+    available(
+        root.join("run-sysupdate").is_file(),
+        "systemd-sysupdate 254 is not set up",
+    )
+    .then_some(root)
+}
+
+/// The cache scripts/test-deps fills.
+fn common_cache() -> PathBuf {
+    std::env::var_os("SIGHTLINE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache"))
+                .join("sightline")
+        })
+}
+
+/// The release directory scripts/build-sysext writes (image, SHA256SUMS,
+/// transfer) served over loopback HTTP in a container, and a node that runs
+/// an older release placed and linked as the Ignition config does: the
+/// shipped transfer (only its Path= pointed at the server) finds the new
+/// version, installs it, checks it against SHA256SUMS and moves the link;
+/// an image whose checksum does not match is refused and the link stays.
+#[test]
+fn systemd_sysupdate_installs_a_new_release_from_sha256sums_and_moves_the_link() {
+    if !tools(&["mksquashfs", "strip", "readelf"]) {
+        return;
+    }
+    let Some(sysupdate) = sysupdate_254() else {
+        return;
+    };
+    let raw = sysext_raw();
+    let release = raw.parent().unwrap();
+    let ign = ignition();
+    let p = match Container::prepare("sysupdate") {
+        Ok(p) => p,
+        Err(skip) => return skip.report(),
+    };
+    p.write_file(
+        "/usr/lib/os-release",
+        "NAME=\"Flatcar Container Linux (test stand-in)\"\nID=flatcar\nID_LIKE=coreos\nVERSION_ID=4230.2.0\nSYSEXT_LEVEL=1.0\n",
+        0o644,
+    );
+    let name = raw.file_name().unwrap().to_str().unwrap().to_string();
+    for f in [name.as_str(), "SHA256SUMS", "sightline.conf"] {
+        p.install_file(release.join(f), &format!("/srv/release/{f}"), 0o644);
+    }
+    // The node as first provisioned with an older release (the same image
+    // under an older version's name), linked as Ignition links it.
+    let old = format!(
+        "/opt/extensions/sightline/sightline-0.0.1-{}.raw",
+        sd_arch()
+    );
+    p.install_file(raw, &old, 0o644);
+    let link = p.host_path("/etc/extensions/sightline.raw");
+    fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&old, &link).unwrap();
+    // The transfer exactly as Ignition writes it, but for the source URL.
+    let shipped = data_url(
+        ign_file(&ign, "/etc/sysupdate.sightline.d/sightline.conf")["contents"]["source"]
+            .as_str()
+            .unwrap(),
+    );
+    let upstream = "Path=https://github.com/sightline-dev/sightline/releases/latest/download/\n";
+    assert_eq!(shipped.matches(upstream).count(), 1, "{shipped}");
+    let port = 8089;
+    let local = shipped.replace(upstream, &format!("Path=http://127.0.0.1:{port}/\n"));
+    p.write_file("/etc/sysupdate.sightline.d/sightline.conf", &local, 0o644);
+    common::copy_tree(&sysupdate, &p.host_path("/opt/sysupdate-254"));
+    let c = p.boot().unwrap_or_else(|s| panic!("{s}"));
+
+    c.sh_ok(&format!(
+        "systemd-run --unit=release-server python3 -m http.server {port} --bind 127.0.0.1 --directory /srv/release"
+    ));
+    wait_until("the release server", Duration::from_secs(30), || {
+        c.exec(&[
+            "python3",
+            "-c",
+            &format!("import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/SHA256SUMS')"),
+        ])
+        .status
+        .success()
+    });
+    let sysupdate = |args: &str| {
+        c.sh(&format!(
+            "/opt/sysupdate-254/run-sysupdate -C sightline {args}"
+        ))
+    };
+    let ok = |args: &str| {
+        let out = sysupdate(args);
+        assert!(
+            out.status.success(),
+            "systemd-sysupdate {args}:\n{}",
+            show(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let list = ok("list");
+    let row = |v: &str| {
+        list.lines()
+            .find(|l| l.split_whitespace().any(|w| w == v))
+            .unwrap_or_else(|| panic!("systemd-sysupdate list has no {v}:\n{list}"))
+            .to_string()
+    };
+    assert!(row("0.0.1").contains("current"), "{list}");
+    assert!(row(VERSION).contains("candidate"), "{list}");
+    assert_eq!(ok("check-new").trim(), VERSION);
+
+    ok("update");
+    let placed = format!("/opt/extensions/sightline/{name}");
+    assert_eq!(
+        c.sh_ok("readlink -f /etc/extensions/sightline.raw").trim(),
+        placed,
+        "CurrentSymlink= moves the link Ignition made"
+    );
+    c.sh_ok(&format!("cmp {placed} /srv/release/{name}"));
+    assert!(
+        exists(&c, &old),
+        "the previous image stays (InstancesMax=3)"
+    );
+    let list = ok("list");
+    assert!(
+        list.lines()
+            .any(|l| l.contains(VERSION) && l.contains("current")),
+        "{list}"
+    );
+
+    // A newer release whose image does not match SHA256SUMS is refused.
+    let bad = format!("sightline-99.0.0-{}.raw", sd_arch());
+    c.sh_ok(&format!(
+        "cd /srv/release && cp {name} {bad} && echo tampered >> {bad} && \
+         sha256sum {name} | sed 's/{name}/{bad}/' >> SHA256SUMS"
+    ));
+    let out = sysupdate("update");
+    assert!(
+        !out.status.success(),
+        "systemd-sysupdate installed an image whose SHA-256 does not match SHA256SUMS:\n{}",
+        show(&out)
+    );
+    assert_eq!(
+        c.sh_ok("readlink -f /etc/extensions/sightline.raw").trim(),
+        placed,
+        "a refused update leaves the link alone"
+    );
+    assert!(!exists(&c, &format!("/opt/extensions/sightline/{bad}")));
+
+    // What the link now names is the extension systemd-sysext merges.
+    if let Err(why) = loop_devices_in(&c, &placed) {
+        return loud_skip("merging the updated image", &why);
+    }
+    c.sh_ok("systemd-sysext merge");
+    assert_eq!(
+        c.sh_ok("sightline --version").trim(),
+        format!("sightline {VERSION}")
+    );
+    c.sh_ok("systemd-sysext unmerge");
 }

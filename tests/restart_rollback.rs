@@ -13,9 +13,10 @@ use common::*;
 use sightline::config;
 use sightline::effects::Effect;
 use sightline::engine::journal::{Journal, Phase};
-use sightline::engine::ops::{Ops, UnitStatus};
-use sightline::engine::{ConvergeOptions, State, converge};
+use sightline::engine::ops::{ActiveState, JobResult, LoadState, Ops, UnitStatus};
+use sightline::engine::{ConvergeOptions, EffectOutcome, converge};
 use sightline::facts::Facts;
+use sightline::state::State;
 use sightline::sysroot::Sysroot;
 
 const POLICY: &str = "/etc/rancher/k3s/audit-policy.yaml";
@@ -74,30 +75,30 @@ impl Ops for FakeK3s {
         self.calls.borrow_mut().push(format!("disable {unit}"));
         Ok(())
     }
-    async fn restart_unit(&self, unit: &str, _t: Duration) -> Result<String> {
+    async fn restart_unit(&self, unit: &str, _t: Duration) -> Result<JobResult> {
         self.calls.borrow_mut().push(format!("restart {unit}"));
         let policy = std::fs::read_to_string(self.root.join(POLICY.trim_start_matches('/'))).ok();
         *self.ready.borrow_mut() = !policy.as_deref().is_some_and(|p| p.contains("REJECT"));
-        *self.start_us.borrow_mut() = sightline::engine::converge::now_us();
+        *self.start_us.borrow_mut() = sightline::clock::now_us();
         self.restarts.borrow_mut().push(policy);
         Ok(if *self.ready.borrow() {
-            "done".into()
+            JobResult::Done
         } else {
-            "failed".into()
+            JobResult::Failed
         })
     }
     async fn unit_status(&self, _unit: &str) -> Result<UnitStatus> {
         Ok(UnitStatus {
             active_state: if *self.ready.borrow() {
-                "active".into()
+                ActiveState::Active
             } else {
-                "activating".into()
+                ActiveState::Activating
             },
             sub_state: "running".into(),
             invocation_id: format!("{:032x}", self.restarts.borrow().len()),
             n_restarts: *self.n_restarts.borrow(),
             exec_main_start_us: *self.start_us.borrow(),
-            load_state: "loaded".into(),
+            load_state: LoadState::Loaded,
         })
     }
     async fn k3s_ready(&self) -> Result<(), String> {
@@ -164,7 +165,8 @@ fn first_apply_restarts_once_second_restarts_nothing() {
         assert!(
             r.effects_run
                 .iter()
-                .any(|x| matches!(x.effect, Effect::RestartK3s { .. }) && x.outcome == "done")
+                .any(|x| matches!(x.effect, Effect::RestartK3s { .. })
+                    && matches!(x.outcome, EffectOutcome::Done { .. }))
         );
         assert_eq!(*ops.watchdog.borrow(), 14_000_000);
         assert!(
@@ -241,7 +243,7 @@ fn interrupted_restart(e: &Env, paths: &[&str], policy: &str) -> sightline::conf
     )
     .unwrap();
     write(e.root.root(), POLICY, policy);
-    j.written_at_us = sightline::engine::converge::now_us() + 10_000_000;
+    j.written_at_us = sightline::clock::now_us() + 10_000_000;
     j.set_phase(&e.root, &cfg.config, Phase::Restarting)
         .unwrap();
     cfg
@@ -355,7 +357,7 @@ fn pending_restart_is_dropped_when_k3s_started_after_the_write() {
             .await
             .unwrap();
         // k3s starts later on its own and loads them.
-        *ops.start_us.borrow_mut() = sightline::engine::converge::now_us() + 1;
+        *ops.start_us.borrow_mut() = sightline::clock::now_us() + 1;
         let r = apply(&e, &ops, false).await.unwrap();
         let restart = r
             .effects_run
@@ -363,9 +365,7 @@ fn pending_restart_is_dropped_when_k3s_started_after_the_write() {
             .find(|x| matches!(x.effect, Effect::RestartK3s { .. }))
             .unwrap();
         assert!(
-            restart
-                .outcome
-                .starts_with("skipped: k3s.service started after"),
+            matches!(&restart.outcome, EffectOutcome::Skipped { reason } if reason.starts_with("k3s.service started after")),
             "{}",
             restart.outcome
         );
@@ -407,7 +407,8 @@ fn uninstall_after_a_real_restart_restarts_k3s_without_the_flags() {
             r.host
                 .effects_run
                 .iter()
-                .any(|x| matches!(x.effect, Effect::RestartK3s { .. }) && x.outcome == "done")
+                .any(|x| matches!(x.effect, Effect::RestartK3s { .. })
+                    && matches!(x.outcome, EffectOutcome::Done { .. }))
         );
         assert_eq!(
             ops.loaded_policies().last().unwrap().as_deref(),

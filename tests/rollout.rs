@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::kubefake::KubeFake;
+use common::kubefake::{KubeFake, Reject};
 use common::*;
 
 const MANIFESTS: &str = "var/lib/rancher/k3s/server/manifests/sightline";
@@ -104,7 +104,7 @@ fn every_stage_is_written_in_order_and_becomes_healthy() {
     );
     let prom = read(
         root.path(),
-        "/var/lib/node_exporter/textfile_collector/sightline.prom",
+        "/run/node_exporter/textfile_collector/sightline.prom",
     );
     assert!(
         prom.contains("sightline_stage_healthy{stage=\"loki\"} 1"),
@@ -118,7 +118,9 @@ fn a_stage_k3s_refuses_is_reported_and_nothing_after_it_is_written() {
     fake.with(|s| {
         s.reject.insert(
             "sightline-20-loki".into(),
-            "error parsing sightline-20-loki.yaml: unknown field \"spec.valuesContnt\"".into(),
+            Reject::always(
+                "error parsing sightline-20-loki.yaml: unknown field \"spec.valuesContnt\"",
+            ),
         )
     });
     let (code, log) = apply(root.path());
@@ -140,6 +142,11 @@ fn a_stage_k3s_refuses_is_reported_and_nothing_after_it_is_written() {
         status.contains("failed") && status.contains("loki"),
         "{status}"
     );
+    // k3s retried the file on every scan; sightline failed only at the
+    // Addon gate's timeout, with the last event.
+    assert!(log.contains("after retrying for 3 s"), "{log}");
+    let attempts = fake.with(|s| s.attempts.get("sightline-20-loki").copied());
+    assert!(attempts > Some(2), "retried: {attempts:?}");
 }
 
 fn ok_or_err(root: &Path, args: &[&str]) -> String {
@@ -384,5 +391,183 @@ fn airgapped_charts_are_copied_for_k3s_to_serve() {
     assert!(
         loki.contains("https://%{KUBERNETES_API}%/static/charts/loki-"),
         "{loki}"
+    );
+}
+
+/// The HelmChart document of a stage file.
+fn helmchart_of(root: &Path, file: &str) -> serde_json::Value {
+    let text = read(root, &format!("/{MANIFESTS}/{file}"));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).unwrap())
+        .find(|d| d["kind"] == "HelmChart")
+        .unwrap_or_else(|| panic!("no HelmChart in {file}"))
+}
+
+#[test]
+fn a_fixed_chart_is_not_failed_by_the_condition_left_from_the_old_job() {
+    let (root, fake) = setup("pi4", "");
+    fake.with(|s| s.failing_jobs.insert("loki".into()));
+    let (code, log) = apply(root.path());
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("stage loki failed"), "{log}");
+    // The user fixes the values; the next install job succeeds. Until
+    // helm-controller has replaced the failed job, the HelmChart still says
+    // Failed=True (chart.go), which is about the old job.
+    fake.with(|s| s.failing_jobs.clear());
+    write(
+        root.path(),
+        "/etc/sightline/values.d/loki.yaml",
+        "loki:\n  auth_enabled: false\n  limits_config:\n    max_query_series: 1000\n",
+    );
+    let (code, log) = apply(root.path());
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("replace install job helm-install-loki"),
+        "the gate waited for the replacement: {log}"
+    );
+}
+
+#[test]
+fn a_labels_only_change_does_not_wait_for_a_new_install_job() {
+    let (root, fake) = setup("pi4", "");
+    let (code, log) = apply(root.path());
+    assert_eq!(code, Some(0), "{log}");
+    let file = root.path().join(MANIFESTS).join("sightline-20-loki.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text.replace(
+        "\"sightline.dev/stage\": \"loki\"",
+        "\"sightline.dev/stage\": \"edited\"",
+    );
+    assert_ne!(text, edited, "the label is in the file");
+    std::fs::write(&file, edited).unwrap();
+    let job_before = fake.with(|s| s.requests.len());
+    let (code, log) = apply(root.path());
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "restored");
+    assert!(
+        !log.contains("replace install job"),
+        "helm-controller keeps the job for the same spec: {log}"
+    );
+    assert!(fake.with(|s| s.requests.len()) > job_before);
+}
+
+#[test]
+fn k3s_retries_a_refused_file_and_the_stage_waits_instead_of_failing() {
+    let (root, fake) = setup("pi4", "");
+    // What k3s reports while a CRD the file uses is not yet discovered.
+    fake.with(|s| {
+        s.reject.insert(
+            "sightline-20-loki".into(),
+            Reject::for_scans(
+                4,
+                "failed to create logging/loki-rules monitoring.coreos.com/v1, Kind=PrometheusRule for  kube-system/sightline-20-loki: no matches for kind \"PrometheusRule\" in version \"monitoring.coreos.com/v1\"",
+            ),
+        )
+    });
+    let (code, log) = apply(root.path());
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("retrying: k3s could not apply the file (ApplyManifestFailed)"),
+        "{log}"
+    );
+    let attempts = fake.with(|s| s.attempts.get("sightline-20-loki").copied());
+    assert!(attempts >= Some(5), "k3s applied it again: {attempts:?}");
+}
+
+#[test]
+fn an_old_k3s_gets_the_host_layer_but_no_cluster_stages() {
+    for (version, minimum, why) in [
+        ("v1.21.4+k3s1", "v1.22.10", "checksum"),
+        ("v1.23.6+k3s1", "v1.23.7", "emptied"),
+    ] {
+        let (root, fake) = setup("pi4", "");
+        fake.with(|s| s.version = version.into());
+        let (code, log) = apply(root.path());
+        assert_eq!(code, Some(1), "{log}");
+        assert!(
+            log.contains(version) && log.contains(minimum) && log.contains(why),
+            "{version}: {log}"
+        );
+        assert!(
+            stage_files(root.path()).is_empty(),
+            "{version}: nothing written"
+        );
+        assert!(
+            root.path()
+                .join("etc/rancher/k3s/config.yaml.d/60-sightline-audit.yaml")
+                .exists(),
+            "{version}: the host layer is applied"
+        );
+    }
+}
+
+#[test]
+fn stateful_charts_abort_instead_of_reinstalling_after_a_failed_upgrade() {
+    let root = fixture("pi4");
+    for tier in ["full", "light"] {
+        let out = root.path().join(format!("out-{tier}"));
+        ok(
+            root.path(),
+            &["render", "--tier", tier, "--out", out.to_str().unwrap()],
+        );
+        for entry in std::fs::read_dir(&out).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let Some(hc) = serde_yaml_ng::Deserializer::from_str(&text)
+                .map(|d| <serde_json::Value as serde::Deserialize>::deserialize(d).unwrap())
+                .find(|d| d["kind"] == "HelmChart")
+            else {
+                continue;
+            };
+            let chart = hc["metadata"]["name"].as_str().unwrap();
+            let stateful = [
+                "loki",
+                "kube-prometheus-stack",
+                "victoria-metrics-k8s-stack",
+            ]
+            .contains(&chart);
+            assert_eq!(
+                hc["spec"]["failurePolicy"].as_str(),
+                stateful.then_some("abort"),
+                "{tier} {chart}"
+            );
+        }
+    }
+    // And k3s accepts it (the CRD's enum): a full rollout is healthy.
+    let (root, _fake) = setup("pi4", "");
+    let (code, log) = apply(root.path());
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(
+        helmchart_of(root.path(), "sightline-20-loki.yaml")["spec"]["failurePolicy"],
+        "abort"
+    );
+}
+
+/// k3s's deploy controller never applies a file with a `.skip` beside it
+/// (`pkg/deploy/controller.go`), so waiting for its Addon would only end in
+/// a timeout: the stage fails at once and says why.
+#[test]
+fn a_stage_k3s_is_told_to_skip_fails_at_once_with_the_reason() {
+    let (root, _fake) = setup("pi4", "");
+    write(
+        root.path(),
+        &format!("/{MANIFESTS}/sightline-10-namespaces.yaml.skip"),
+        "",
+    );
+    let start = std::time::Instant::now();
+    let (code, log) = apply(root.path());
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("k3s is told to skip this file"), "{log}");
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(3),
+        "waited for a timeout: {log}"
+    );
+    assert!(
+        !root
+            .path()
+            .join(MANIFESTS)
+            .join("sightline-10-namespaces.yaml")
+            .exists(),
+        "nothing written for a skipped stage"
     );
 }

@@ -49,8 +49,10 @@ fn addon_failure_event_explains_and_stale_events_do_not() {
         .expect("fixture has a warning event")
         .clone();
     let t = gates::event_time(&failure).to_string();
+    // k3s retries a failed file on every scan: the event explains the wait
+    // but does not end it.
     match gates::addon(Some(loki), &events, "new-sha", &t) {
-        Gate::Failed(m) => {
+        Gate::Retrying(m) => {
             assert!(m.contains(failure["reason"].as_str().unwrap()), "{m}");
             assert!(
                 m.contains(&failure["message"].as_str().unwrap()[..20]),
@@ -105,12 +107,57 @@ fn install_job_gate_on_complete_failed_and_replaced_jobs() {
         gates::install_job(None, None, &[], None),
         Gate::Pending(_)
     ));
-    // helm-controller >= 0.17.6 marks the HelmChart itself.
-    let mut hc_failed = hc.clone();
-    hc_failed["status"]["conditions"] = json!([{"type": "Failed", "status": "True", "reason": "Job failed", "message": "Job helm-install-loki failed"}]);
+    // A Failed condition that is not about a Job holds whatever Job exists.
+    let mut hc_unsupported = hc.clone();
+    hc_unsupported["status"]["conditions"] = json!([{"type": "Failed", "status": "True",
+        "reason": "Unsupported version", "message": "Only Helm v3 charts are supported"}]);
     assert!(
-        matches!(gates::install_job(Some(&hc_failed), Some(&done), &[], None), Gate::Failed(m) if m.contains("Job helm-install-loki failed"))
+        matches!(gates::install_job(Some(&hc_unsupported), None, &[], None), Gate::Failed(m) if m.contains("Only Helm v3"))
     );
+}
+
+#[test]
+fn a_failed_condition_left_from_the_old_job_is_stale() {
+    // helm-controller (chart.go OnChange, v0.17.6+) keeps Failed=True with
+    // reason "Job failed" until it has replaced the failed Job, and a
+    // HelmChart has no observedGeneration: the Job's uid decides.
+    let charts = items("helmcharts.json");
+    let jobs = items("jobs.json");
+    let mut hc = named(&charts, "loki").clone();
+    hc["status"]["conditions"][1] = json!({"type": "Failed", "status": "True", "reason": "Job failed",
+        "message": "Job has reached configured number of retries without succeeding"});
+    let mut old = named(&jobs, "helm-install-falco").clone();
+    old["metadata"]["ownerReferences"] = json!([{"uid": hc["metadata"]["uid"]}]);
+    let old_uid = old["metadata"]["uid"].as_str().unwrap().to_string();
+    match gates::install_job(Some(&hc), Some(&old), &[], Some(&old_uid)) {
+        Gate::Pending(m) => assert!(m.contains("replace") && m.contains("old job"), "{m}"),
+        other => panic!("the old job's failure is not the new spec's: {other:?}"),
+    }
+    // Between the delete and the create there is no Job at all.
+    assert!(matches!(
+        gates::install_job(Some(&hc), None, &[], Some(&old_uid)),
+        Gate::Pending(_)
+    ));
+    // The replacement runs while the status still says Failed: it counts.
+    let mut new = named(&jobs, "helm-install-loki").clone();
+    new["metadata"]["ownerReferences"] = json!([{"uid": hc["metadata"]["uid"]}]);
+    assert_eq!(
+        gates::install_job(Some(&hc), Some(&new), &[], Some(&old_uid)),
+        Gate::Ok
+    );
+    let mut running = new.clone();
+    running["status"] = json!({"active": 1});
+    assert!(matches!(
+        gates::install_job(Some(&hc), Some(&running), &[], Some(&old_uid)),
+        Gate::Pending(m) if m.contains("running")
+    ));
+    // The new Job failing is final.
+    let mut failed = old.clone();
+    failed["metadata"]["uid"] = json!("a-new-uid");
+    assert!(matches!(
+        gates::install_job(Some(&hc), Some(&failed), &[], Some(&old_uid)),
+        Gate::Failed(m) if m.contains("BackoffLimitExceeded")
+    ));
 }
 
 #[test]
@@ -182,7 +229,7 @@ fn addon_checksum_is_the_sha256_of_the_file_k3s_applied() {
         &bad,
         "2026-08-20T09:00:00Z",
     ) {
-        Gate::Failed(m) => assert!(
+        Gate::Retrying(m) => assert!(
             m.contains("ApplyManifestFailed") || m.contains("ValidateManifestFailed"),
             "{m}"
         ),

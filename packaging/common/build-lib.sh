@@ -6,9 +6,11 @@
 # a binary that runs on this machine.
 #
 # Environment:
-#   SIGHTLINE_BIN       package this binary instead of target/release/sightline
-#                       (or target/aarch64-unknown-linux-gnu/release/sightline
-#                       for --arch arm64 on an x86-64 machine)
+#   SIGHTLINE_BIN       package this binary instead of building
+#                       target/release/sightline (or
+#                       target/aarch64-unknown-linux-gnu/release/sightline
+#                       for --arch arm64 on an x86-64 machine) with
+#                       `cargo build --release --locked`
 #   SIGHTLINE_HOST_BIN  a binary of the same version that runs here, used for
 #                       `manpage`, `completions` and `bundle export` when the
 #                       packaged binary is for another architecture
@@ -102,7 +104,9 @@ sl_cargo_build() {
 }
 
 # sl_binary ARCH_OR_EMPTY: prints the binary to package. SIGHTLINE_BIN wins;
-# otherwise the repository's release build, built when missing.
+# otherwise the repository's release build. cargo runs every time (a no-op
+# when the build is current), so a stale target/release binary is never
+# packaged.
 sl_binary() {
 	local want=$1 bin
 	if [[ -n ${SIGHTLINE_BIN:-} ]]; then
@@ -115,7 +119,7 @@ sl_binary() {
 		else
 			bin=$sl_root/target/$(sl_rust_target "$want")/release/sightline
 		fi
-		[[ -f $bin ]] || sl_cargo_build "$want"
+		sl_cargo_build "$want"
 		[[ -f $bin ]] || sl_die "cargo build did not produce $bin"
 	fi
 	printf '%s\n' "$bin"
@@ -130,7 +134,7 @@ sl_host_binary() {
 		host=$SIGHTLINE_HOST_BIN
 	else
 		host=$sl_root/target/release/sightline
-		[[ -f $host ]] || sl_cargo_build "$(sl_host_arch)"
+		sl_cargo_build "$(sl_host_arch)"
 	fi
 	[[ -x $host ]] || sl_die "$host is not executable"
 	local v
@@ -170,13 +174,14 @@ sl_epoch() {
 	fi
 }
 
-# sl_payload HOST_BIN DIR: man pages (gzipped), completions and the bundle
+# sl_payload HOST_BIN DIR: man pages (sections 1 and 5, gzipped), completions and the bundle
 # in DIR/{man,completions,bundle}.
 sl_payload() {
 	local host=$1 dir=$2
 	mkdir -p "$dir/man" "$dir/completions" "$dir/bundle"
 	"$host" manpage --out "$dir/man" >/dev/null || sl_die "$host manpage failed"
 	compgen -G "$dir/man/*.1" >/dev/null || sl_die "$host manpage wrote no pages"
+	[[ -f $dir/man/sightline.toml.5 ]] || sl_die "$host manpage wrote no sightline.toml.5"
 	gzip -9n "$dir"/man/*
 	"$host" completions bash >"$dir/completions/sightline.bash" || sl_die "completions bash failed"
 	"$host" completions zsh >"$dir/completions/_sightline" || sl_die "completions zsh failed"
@@ -200,6 +205,10 @@ sl_usr_tree() {
 	install -m 0644 "$sl_root/files/tmpfiles.d/sightline.conf" "$dest/usr/lib/tmpfiles.d/sightline.conf"
 	install -m 0644 "$payload/bundle/bundle.tar" "$payload/bundle/bundle.tar.sha256" "$dest/usr/share/sightline/"
 	install -m 0644 "$sl_root/packaging/common/10-package.toml" "$dest/usr/lib/sightline/config.d/10-package.toml"
+	# The pristine commented defaults, which config errors and
+	# sightline.toml(5) point to (the copy in /etc is the admin's to edit).
+	install -d -m 0755 "$dest/usr/share/doc/sightline"
+	install -m 0644 "$sl_root/files/config.toml" "$dest/usr/share/doc/sightline/config.toml"
 }
 
 # sl_clamp_mtimes DIR EPOCH: every mtime at most EPOCH (reproducible archives).

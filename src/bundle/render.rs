@@ -11,6 +11,7 @@ use super::{Bundle, generated, values};
 use crate::config::Config;
 use crate::decide::{RuntimeSecurity, Tier};
 use crate::facts::Facts;
+use crate::k3s::helmchart::FailurePolicy;
 
 /// Everything a render depends on.
 #[derive(Debug, Clone)]
@@ -137,6 +138,18 @@ fn render_stage(
     })
 }
 
+/// Charts whose release holds state (Loki's logs, the metrics stacks' TSDB,
+/// Grafana, Alertmanager silences). klipper-helm's default failure policy
+/// answers a release left failed by an upgrade with `helm uninstall` and a
+/// fresh install, which deletes what the release owns; `abort` stops for an
+/// operator instead and the install job fails, so the gate reports it.
+/// (Uptime Kuma is a plain manifest stage, not a HelmChart.)
+const ABORT_ON_FAILED_RELEASE: [&str; 3] = [
+    "loki",
+    "kube-prometheus-stack",
+    "victoria-metrics-k8s-stack",
+];
+
 /// Values set on the HelmChart from facts and config, rather than templated.
 pub fn machine_values(chart: &str, inputs: &StageInputs<'_>) -> BTreeMap<String, Value> {
     let mut set = BTreeMap::new();
@@ -205,6 +218,9 @@ fn helm_chart(
             spec["repo"] = json!(chart.repo);
             spec["version"] = json!(chart.version);
         }
+    }
+    if ABORT_ON_FAILED_RELEASE.contains(&h.chart.as_str()) {
+        spec["failurePolicy"] = json!(FailurePolicy::Abort);
     }
     let set = machine_values(&h.chart, inputs);
     if !set.is_empty() {

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
 
 /// Makes a k3s node observable and watched: audit log, hardware watchdog,
@@ -123,7 +123,7 @@ pub enum Command {
         /// Shell.
         shell: clap_complete::Shell,
     },
-    /// Write man pages into a directory.
+    /// Write the man pages (sightline(1), one per command, sightline.toml(5)) into a directory.
     #[command(hide = true)]
     Manpage {
         /// Output directory.
@@ -187,11 +187,11 @@ pub fn completions(shell: clap_complete::Shell) -> Result<u8> {
     Ok(0)
 }
 
-/// `sightline manpage --out DIR`: one page for the tool and one per command.
+/// `sightline manpage --out DIR`: sightline(1), a page per command and
+/// sightline.toml(5) (see `manpage`).
 pub fn manpages(out: &Path) -> Result<u8> {
-    std::fs::create_dir_all(out)?;
-    let cmd = Cli::command();
-    clap_mangen::generate_to(cmd, out)
-        .with_context(|| format!("writing man pages to {}", out.display()))?;
+    for page in super::manpage::write_all(out)? {
+        println!("{}", out.join(page).display());
+    }
     Ok(0)
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::Ctx;
+use crate::agent::Ctx;
 use crate::config::{LoadedConfig, Origin};
 
 /// Runs `config`.

@@ -3,12 +3,12 @@
 use anyhow::Result;
 use serde_json::json;
 
-use super::Ctx;
 use super::output::{bullet_list, kv};
+use crate::agent::Ctx;
 use crate::config::LoadedConfig;
 use crate::decide::{Decisions, gib};
-use crate::engine::State;
 use crate::facts::{Facts, K3sRole};
+use crate::state::State;
 
 /// Facts plus decisions as the JSON `detect --json` prints.
 pub fn to_json(facts: &Facts, d: &Decisions, warnings: &[String]) -> serde_json::Value {
@@ -36,6 +36,8 @@ pub fn to_json(facts: &Facts, d: &Decisions, warnings: &[String]) -> serde_json:
         "watchdog": facts.watchdog,
         "throttle_source": facts.throttle_source.name(),
         "gpu": facts.gpu,
+        "cgroups": facts.cgroups,
+        "cgroups_ready": facts.cgroups.is_ready(),
         "warnings": warnings,
     })
 }
@@ -56,19 +58,17 @@ pub fn warnings(cfg: &LoadedConfig, facts: &Facts, d: &Decisions) -> Vec<String>
             .filter(|r| r.starts_with("warning:"))
             .cloned(),
     );
-    if facts.k3s.role == K3sRole::Server && !facts.k3s.cli_apiserver_args.is_empty() {
-        w.push(format!(
-            "the k3s unit passes --kube-apiserver-arg on its command line ({}); k3s then ignores the config files' list, including sightline's audit flags",
-            facts.k3s.cli_apiserver_args.join(", ")
-        ));
-    }
+    // What k3s itself will not do as asked (command-line audit flags are
+    // warned about by the host layer, which sees the desired flags).
+    w.extend(facts.k3s.problems.iter().cloned());
+    w.extend(facts.k3s.skipped_stages.iter().map(ToString::to_string));
     w
 }
 
 /// Runs `detect`.
 pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
     let cfg = crate::config::load(&ctx.root)?;
-    let facts = Facts::detect(&ctx.root);
+    let (facts, cfg) = crate::agent::observe_blocking(ctx, &cfg)?;
     let (state, unreadable) = match State::load(&ctx.root, &cfg.config) {
         Ok(s) => (s, None),
         Err(e) => (
@@ -94,7 +94,18 @@ pub fn run(ctx: &Ctx, json_out: bool) -> Result<u8> {
 
 /// The readable table.
 pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
-    let mut s = String::from("machine\n");
+    let mut s = machine_block(facts);
+    s.push_str(&decisions_block(d));
+    if !warnings.is_empty() {
+        s.push_str("warnings\n");
+        for w in warnings {
+            s.push_str(&format!("  ! {w}\n"));
+        }
+    }
+    s
+}
+
+fn machine_block(facts: &Facts) -> String {
     let os = match (&facts.os.pretty_name, &facts.os.version_id) {
         (Some(p), _) => p.clone(),
         (None, Some(v)) => format!("{} {v}", facts.os.id),
@@ -119,13 +130,23 @@ pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
     let k3s = match facts.k3s.role {
         K3sRole::None => "not installed".to_string(),
         role => format!(
-            "{} ({})",
+            "{} · {} ({}{})",
             serde_json::to_value(role)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
-            facts.k3s.unit_file.as_deref().unwrap_or("no unit file")
+            facts.k3s.unit.as_deref().unwrap_or("no unit"),
+            facts.k3s.unit_file.as_deref().unwrap_or("no unit file"),
+            facts
+                .k3s
+                .unit_from
+                .map(|u| format!(", {}", json_name(u)))
+                .unwrap_or_default(),
         ),
+    };
+    let k3s_config = match facts.k3s.role {
+        K3sRole::None => "-".to_string(),
+        _ => facts.k3s.config.describe(),
     };
     let wd = match &facts.watchdog {
         None => "none".into(),
@@ -141,34 +162,44 @@ pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
         .gpu
         .as_ref()
         .map_or("none".into(), |g| format!("{} ×{}", g.vendor, g.devices));
+    let memory = format!(
+        "{} total, {} available",
+        gib(facts.memory.total_bytes),
+        gib(facts.memory.available_bytes)
+    );
+    let board = facts.board.clone().unwrap_or_else(|| "unknown".into());
+    let btf = if facts.btf { "yes" } else { "no" };
+    let cgroups = facts.cgroups.report_lines();
+    let mut s = String::from("machine\n");
     for (k, v) in [
-        (
-            "board",
-            facts.board.clone().unwrap_or_else(|| "unknown".into()),
-        ),
-        ("cpu", cpu),
-        ("os", os),
-        (
-            "memory",
-            format!(
-                "{} total, {} available",
-                gib(facts.memory.total_bytes),
-                gib(facts.memory.available_bytes)
-            ),
-        ),
-        ("k3s", k3s),
-        ("cni", facts.cni.name()),
-        (
-            "kernel BTF",
-            if facts.btf { "yes".into() } else { "no".into() },
-        ),
-        ("watchdog", wd),
-        ("throttle", facts.throttle_source.name().into()),
-        ("gpu", gpu),
+        ("board", board.as_str()),
+        ("cpu", &cpu),
+        ("os", &os),
+        ("memory", &memory),
+        ("k3s", &k3s),
+        ("k3s config", &k3s_config),
+        ("cni", &facts.cni.name()),
+        ("kernel BTF", btf),
+        ("watchdog", &wd),
+        ("throttle", facts.throttle_source.name()),
+        ("gpu", &gpu),
     ] {
-        s.push_str(&kv(k, &v));
+        s.push_str(&kv(k, v));
     }
-    s.push_str("decisions\n");
+    // What k3s needs from the kernel, and the fix when it is missing.
+    for line in cgroups {
+        let line = line.strip_prefix("cgroups: ").unwrap_or(&line).to_string();
+        if let Some(fix) = line.strip_prefix("  ") {
+            s.push_str(&format!("{:20}{fix}\n", ""));
+        } else {
+            s.push_str(&kv("cgroups", &line));
+        }
+    }
+    s
+}
+
+fn decisions_block(d: &Decisions) -> String {
+    let mut s = String::from("decisions\n");
     s.push_str(&kv("tier", d.tier.value.as_str()));
     s.push_str(&bullet_list(&d.tier.reasons, 20));
     let rs = match d.runtime_security.value.falco_driver() {
@@ -177,20 +208,20 @@ pub fn render(facts: &Facts, d: &Decisions, warnings: &[String]) -> String {
     };
     s.push_str(&kv("runtime security", &rs));
     s.push_str(&bullet_list(&d.runtime_security.reasons, 20));
-    s.push_str(&kv(
-        "network policies",
-        if d.network_policies.value {
-            "yes"
-        } else {
-            "no"
-        },
-    ));
+    let np = if d.network_policies.value {
+        "yes"
+    } else {
+        "no"
+    };
+    s.push_str(&kv("network policies", np));
     s.push_str(&bullet_list(&d.network_policies.reasons, 20));
-    if !warnings.is_empty() {
-        s.push_str("warnings\n");
-        for w in warnings {
-            s.push_str(&format!("  ! {w}\n"));
-        }
-    }
     s
+}
+
+/// The serde name of a unit enum, as `--json` shows it.
+fn json_name(v: impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }

@@ -4,6 +4,7 @@ mod args;
 mod config_cmd;
 mod converge_cmd;
 mod detect;
+mod manpage;
 mod notify_cmd;
 mod output;
 mod render_cmd;
@@ -15,10 +16,9 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 
-pub use args::{Cli, Command};
-pub use converge_cmd::connect_ops;
-
+use crate::agent::Ctx;
 use crate::sysroot::Sysroot;
+pub use args::{Cli, Command};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -29,11 +29,16 @@ pub const EXIT_CHANGES: u8 = 2;
 /// Exit code: host layer converged, cluster stages pending (API unreachable).
 pub const EXIT_CLUSTER_PENDING: u8 = 3;
 
+/// The daemon's entry point. The binary passes it in, so that the command
+/// line and the daemon, both on top of the application layer, never import
+/// each other.
+pub type DaemonMain = fn(&Ctx) -> Result<u8>;
+
 /// Parses arguments, runs the command, maps errors to exit codes.
-pub fn main() -> ExitCode {
+pub fn main(daemon: DaemonMain) -> ExitCode {
     let cli = Cli::parse();
     crate::logging::init(cli.command.default_log_level());
-    match run(cli) {
+    match run(cli, daemon) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -43,7 +48,7 @@ pub fn main() -> ExitCode {
 }
 
 /// Runs a parsed command line and returns the exit code.
-pub fn run(cli: Cli) -> Result<u8> {
+pub fn run(cli: Cli, daemon: DaemonMain) -> Result<u8> {
     let root = Sysroot::new(&cli.root);
     let ctx = Ctx {
         root,
@@ -63,7 +68,7 @@ pub fn run(cli: Cli) -> Result<u8> {
             redecide,
         } => converge_cmd::apply(&ctx, no_restart, host_only, redecide),
         Command::Uninstall { no_restart } => converge_cmd::uninstall(&ctx, no_restart),
-        Command::Run => crate::daemon::run(&ctx),
+        Command::Run => daemon(&ctx),
         Command::Render { tier, out } => {
             render_cmd::run(&ctx, tier.map(Into::into), out.as_deref())
         }
@@ -78,26 +83,5 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::CollectThrottle { output } => throttle_cmd::run(&ctx, output.as_deref()),
         Command::Completions { shell } => args::completions(shell),
         Command::Manpage { out } => args::manpages(&out),
-    }
-}
-
-/// What every command gets.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    /// The sysroot.
-    pub root: Sysroot,
-    /// D-Bus address of the system bus to use instead of the default.
-    pub system_bus: Option<String>,
-}
-
-impl Ctx {
-    /// Fails unless the caller may change this root.
-    pub fn require_root_user(&self, what: &str) -> Result<()> {
-        if self.root.is_host() && !nix::unistd::geteuid().is_root() {
-            anyhow::bail!(
-                "`sightline {what}` must run as root: it writes under /etc and /var and talks to systemd. Run it with sudo, or use `sightline plan` to see what it would do"
-            );
-        }
-        Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::Ctx;
+use crate::agent::Ctx;
 use crate::notify::channel::{self, ChannelKind};
 use crate::notify::dispatch::{Backoff, send_with_retry};
 use crate::notify::event::{EventKind, Notice, Phase};
@@ -134,7 +134,7 @@ fn record(ctx: &Ctx, cfg: &crate::config::Config, results: &[ChannelResult], tit
 }
 
 /// The cluster as the status file has it, for the pipeline check.
-pub fn cluster_view(st: &crate::daemon::status::Status) -> ClusterView {
+pub fn cluster_view(st: &crate::agent::Status) -> ClusterView {
     ClusterView {
         tier: st.tier.clone(),
         stages: st
@@ -142,7 +142,7 @@ pub fn cluster_view(st: &crate::daemon::status::Status) -> ClusterView {
             .iter()
             .map(|s| StageView {
                 name: s.name.clone(),
-                state: s.state.clone(),
+                state: s.state,
                 detail: s.detail.clone(),
             })
             .collect(),
@@ -164,7 +164,7 @@ fn probe(ctx: &Ctx, cfg: &crate::config::Config) -> Option<Observation> {
             .await
             .ok()?;
         let api = crate::k3s::K3sApi::from_config(&ctx.root, cfg).ok();
-        let cluster = crate::daemon::status::Status::read(&ctx.root, cfg)
+        let cluster = crate::agent::Status::read(&ctx.root, cfg)
             .ok()
             .map(|st| cluster_view(&st));
         Some(observe(&ctx.root, cfg, Some(&sd), api.as_ref(), cluster.as_ref()).await)

@@ -13,6 +13,7 @@ pub fn bullet_list(items: &[String], indent: usize) -> String {
         .collect()
 }
 
+use crate::agent::{StageAction, StagePlan};
 use crate::config::LoadedConfig;
 use crate::engine::{Change, ChangeKind, ConvergeReport};
 use crate::facts::Facts;
@@ -163,13 +164,12 @@ pub fn report_json(facts: &Facts, r: &ConvergeReport, cfg: &LoadedConfig) -> ser
 }
 
 /// The cluster part of `plan`.
-pub fn render_cluster_plan(stages: &[super::converge_cmd::StagePlan]) -> String {
+pub fn render_cluster_plan(stages: &[StagePlan]) -> String {
     let mut s = String::from("\ncluster stages:\n");
     for st in stages {
-        if st.action == "skipped" {
-            s.push_str(&format!("  skipped: {}\n", st.stage));
-        } else {
-            s.push_str(&format!("  {:<9} {}\n", st.action, st.file));
+        match (st.action, &st.reason) {
+            (StageAction::Skipped, Some(why)) => s.push_str(&format!("  skipped: {why}\n")),
+            (action, _) => s.push_str(&format!("  {:<9} {}\n", action.name(), st.file)),
         }
     }
     s

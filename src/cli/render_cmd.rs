@@ -4,17 +4,16 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::Ctx;
+use crate::agent::Ctx;
+use crate::agent::desired_stages;
 use crate::bundle::Bundle;
 use crate::decide::Tier;
-use crate::facts::Facts;
-use crate::rollout::pass::desired_stages;
 
 /// `sightline render`.
 pub fn run(ctx: &Ctx, tier: Option<Tier>, out: Option<&Path>) -> Result<u8> {
     let writable = !ctx.root.is_host() || nix::unistd::geteuid().is_root();
     let cfg = crate::config::load(&ctx.root)?;
-    let facts = Facts::detect(&ctx.root);
+    let (facts, cfg) = crate::agent::observe_blocking(ctx, &cfg)?;
     let (stages, bundle, ephemeral) = desired_stages(&ctx.root, &cfg, &facts, tier, writable)?;
     if ephemeral {
         eprintln!(
@@ -61,7 +60,7 @@ pub fn export(out: &Path) -> Result<u8> {
     std::fs::create_dir_all(out)?;
     let tar = out.join("bundle.tar");
     crate::atomic::write_atomic(&tar, crate::bundle::archive::EMBEDDED, 0o644)?;
-    let digest = crate::engine::sha256_hex(crate::bundle::archive::EMBEDDED);
+    let digest = crate::digest::sha256_hex(crate::bundle::archive::EMBEDDED);
     crate::atomic::write_atomic(
         &out.join("bundle.tar.sha256"),
         format!("{digest}  bundle.tar\n").as_bytes(),

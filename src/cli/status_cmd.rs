@@ -2,8 +2,8 @@
 
 use anyhow::Result;
 
-use super::Ctx;
-use crate::daemon::status::Status;
+use crate::agent::Ctx;
+use crate::agent::Status;
 
 /// Runs `status`.
 pub fn run(ctx: &Ctx, json: bool) -> Result<u8> {

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::Ctx;
+use crate::agent::Ctx;
 use crate::facts::Facts;
 
 /// Runs `collect-throttle`: no network, no D-Bus, one sysfs read (no fork on

@@ -6,6 +6,8 @@
 //! fix and `sightline config` can say where each value was set.
 
 mod diag;
+pub mod doc;
+mod follow;
 mod load;
 mod model;
 mod validate;

@@ -99,7 +99,8 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct K3sConfig {
-    /// The k3s server unit restarted after an audit change.
+    /// The k3s server unit restarted after an audit change. Unset, it
+    /// follows the detected unit ([`LoadedConfig::follow_k3s`](super::LoadedConfig::follow_k3s)).
     pub unit: String,
     /// The API server URL used for readiness and the rollout.
     pub api_url: String,
@@ -196,7 +197,7 @@ impl Default for ThrottleConfig {
         ThrottleConfig {
             enabled: true,
             interval_seconds: 60,
-            output: "/var/lib/node_exporter/textfile_collector/rpi_throttle.prom".into(),
+            output: "/run/node_exporter/textfile_collector/rpi_throttle.prom".into(),
         }
     }
 }
@@ -378,7 +379,7 @@ impl Default for DaemonConfig {
     fn default() -> Self {
         DaemonConfig {
             recheck_interval_seconds: 300,
-            metrics_file: "/var/lib/node_exporter/textfile_collector/sightline.prom".into(),
+            metrics_file: "/run/node_exporter/textfile_collector/sightline.prom".into(),
         }
     }
 }
@@ -389,7 +390,9 @@ impl Default for DaemonConfig {
 pub struct PathsConfig {
     /// The audit policy k3s loads.
     pub audit_policy: String,
-    /// The k3s config drop-in carrying the apiserver audit flags.
+    /// The k3s config drop-in carrying the apiserver audit flags. Unset, it
+    /// goes into the `.d` directory of the config file k3s reads
+    /// ([`LoadedConfig::follow_k3s`](super::LoadedConfig::follow_k3s)).
     pub k3s_audit_dropin: String,
     /// The systemd manager drop-in arming the watchdog.
     pub watchdog_dropin: String,

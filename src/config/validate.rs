@@ -382,7 +382,7 @@ mod tests {
     #[test]
     fn prom_suffix_required() {
         let mut c = Config::default();
-        c.throttle.output = "/var/lib/node_exporter/textfile_collector/rpi.txt".into();
+        c.throttle.output = "/run/node_exporter/textfile_collector/rpi.txt".into();
         assert_eq!(validate(&c)[0].key, "throttle.output");
     }
 }

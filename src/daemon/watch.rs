@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use inotify::{EventStream, Inotify, WatchDescriptor, WatchMask};
 
 use crate::config::LoadedConfig;
-use crate::engine::State;
+use crate::state::State;
 use crate::sysroot::Sysroot;
 
 /// Watches the parents of every managed path and reports changes to them.

@@ -63,9 +63,19 @@ pub fn decide_network_policies(cfg: &LoadedConfig, facts: &Facts) -> Decision<bo
             ],
             overridden: false,
         },
+        Auto if facts.k3s.role == crate::facts::K3sRole::None => Decision {
+            value: true,
+            reasons: vec![
+                "no k3s on this machine: when k3s comes with its default network policy controller (kube-router), every component gets its policies".into(),
+            ],
+            overridden: false,
+        },
         Auto => Decision {
             value: true,
-            reasons: vec!["k3s enforces NetworkPolicy (kube-router); every component gets its policies".into()],
+            reasons: vec![format!(
+                "CNI is {}, and k3s's embedded network policy controller (kube-router) enforces NetworkPolicy; every component gets its policies",
+                facts.cni.name()
+            )],
             overridden: false,
         },
     }

@@ -6,10 +6,10 @@ use anyhow::{Context, Result};
 use tracing::info;
 
 use super::plan::{ChangeKind, Plan};
-use super::sha256_hex;
-use super::state::{ManagedDir, ManagedFile, State};
 use crate::atomic::{create_dir_all, remove_file, write_atomic};
 use crate::config::Config;
+use crate::digest::sha256_hex;
+use crate::state::{ManagedDir, ManagedFile, State};
 use crate::sysroot::Sysroot;
 
 /// Host path where the original of `path` is kept.

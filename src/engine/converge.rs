@@ -9,12 +9,13 @@ use super::journal::Journal;
 use super::ops::Ops;
 use super::plan::{Plan, plan};
 use super::restart::{already_loaded, audit_paths, recover, restart_with_rollback};
-use super::state::State;
-use crate::config::LoadedConfig;
+use crate::clock::{now_rfc3339, now_us};
+use crate::config::{Config, LoadedConfig};
 use crate::decide::{Decisions, RecordedTier};
 use crate::effects::Effect;
 use crate::facts::Facts;
 use crate::host::{Component, DesiredState};
+use crate::state::State;
 use crate::sysroot::Sysroot;
 
 /// How to converge.
@@ -31,13 +32,64 @@ pub struct ConvergeOptions {
     pub redecide: bool,
 }
 
+/// How an effect ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum EffectOutcome {
+    /// It ran.
+    Done {
+        /// What it found, e.g. the watchdog value read back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
+    /// It was not needed, or not allowed now.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// It failed and stays pending.
+    Failed {
+        /// Why.
+        error: String,
+    },
+    /// k3s did not come back with the change, which was rolled back.
+    RolledBack {
+        /// Why.
+        error: String,
+    },
+}
+
+impl EffectOutcome {
+    fn done() -> EffectOutcome {
+        EffectOutcome::Done { detail: None }
+    }
+
+    fn skipped(reason: impl Into<String>) -> EffectOutcome {
+        EffectOutcome::Skipped {
+            reason: reason.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for EffectOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EffectOutcome::Done { detail: None } => f.write_str("done"),
+            EffectOutcome::Done { detail: Some(d) } => write!(f, "done ({d})"),
+            EffectOutcome::Skipped { reason } => write!(f, "skipped: {reason}"),
+            EffectOutcome::Failed { error } => write!(f, "failed: {error}"),
+            EffectOutcome::RolledBack { .. } => f.write_str("failed: rolled back"),
+        }
+    }
+}
+
 /// The outcome of an effect.
 #[derive(Debug, Clone, Serialize)]
 pub struct EffectResult {
     /// Which.
     pub effect: Effect,
-    /// `done`, `skipped: ...` or `failed: ...`.
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: EffectOutcome,
 }
 
 /// What a converge did.
@@ -71,7 +123,7 @@ pub fn decisions(
     if cfg.config.tier == crate::config::TierChoice::Auto && (state.tier.is_none() || redecide) {
         state.tier = Some(RecordedTier {
             tier: d.tier.value,
-            decided_at: super::now_rfc3339(),
+            decided_at: now_rfc3339(),
             available_bytes: facts.memory.available_bytes,
         });
     }
@@ -115,24 +167,9 @@ pub async fn converge_to<O: Ops>(
     };
     let decisions = decisions(cfg, facts, state, opts.redecide);
     let mut p = plan(root, c, desired, state)?;
-
-    // The daemon must not retry a configuration k3s just rejected: that
-    // would restart k3s into the same failure every interval.
-    if !opts.explicit
-        && let Some(rej) = &state.k3s.rejected
-        && p.audit_digest.as_deref() == Some(rej.digest.as_str())
-    {
-        p.changes.retain(|ch| ch.component != Component::Audit);
-        p.effects
-            .retain(|e| !matches!(e, Effect::RestartK3s { .. }));
-        p.pending_effects
-            .retain(|e| !matches!(e, Effect::RestartK3s { .. }));
-        p.warnings.push(format!(
-            "k3s rejected this audit configuration at {} ({}); not retrying automatically. Fix the configuration or run `sightline apply` to try again; the rejected files are in {}",
-            rej.at, rej.reason, rej.kept_in
-        ));
+    if !opts.explicit {
+        hold_back_rejected(&mut p, state);
     }
-
     let mut report = ConvergeReport {
         decisions,
         plan: p.clone(),
@@ -145,15 +182,64 @@ pub async fn converge_to<O: Ops>(
     if opts.dry_run {
         return Ok(report);
     }
+    let journal = write_changes(root, c, state, &p, live.is_some())?;
+    report.applied = true;
+    let Some(ops) = live else {
+        report.effects_skipped_because = Some(if opts.no_restart {
+            "--no-restart: effects are listed, not run".into()
+        } else {
+            "no systemd reachable for this root: effects are listed, not run".into()
+        });
+        if let Some(j) = journal {
+            j.finish(root, c)?;
+        }
+        return Ok(report);
+    };
+    let failures = run_effects(ops, root, cfg, state, &p, journal, &mut report).await?;
+    state.save(root, c)?;
+    report.pending_after = state.pending_effects.clone();
+    if failures.is_empty() {
+        Ok(report)
+    } else {
+        Err(anyhow::anyhow!(failures.join("\n"))).context("not every follow-up effect succeeded")
+    }
+}
 
-    let effects = p.all_effects();
-    let restart_due = effects
+/// The daemon must not retry a configuration k3s just rejected: that would
+/// restart k3s into the same failure every interval.
+fn hold_back_rejected(p: &mut Plan, state: &State) {
+    let Some(rej) = &state.k3s.rejected else {
+        return;
+    };
+    if p.audit_digest.as_deref() != Some(rej.digest.as_str()) {
+        return;
+    }
+    p.changes.retain(|ch| ch.component != Component::Audit);
+    p.effects
+        .retain(|e| !matches!(e, Effect::RestartK3s { .. }));
+    p.pending_effects
+        .retain(|e| !matches!(e, Effect::RestartK3s { .. }));
+    p.warnings.push(format!(
+        "k3s rejected this audit configuration at {} ({}); not retrying automatically. Fix the configuration or run `sightline apply` to try again; the rejected files are in {}",
+        rej.at, rej.reason, rej.kept_in
+    ));
+}
+
+/// Writes the plan's changes and records them. Whenever this run will
+/// restart k3s, the k3s files are journaled first, so an interruption can be
+/// finished or undone; the journal is returned for the restart.
+fn write_changes(
+    root: &Sysroot,
+    c: &Config,
+    state: &mut State,
+    p: &Plan,
+    live: bool,
+) -> Result<Option<Journal>> {
+    let restart_due = p
+        .all_effects()
         .iter()
         .any(|e| matches!(e, Effect::RestartK3s { .. }));
-    let can_restart = live.is_some() && c.k3s.allow_restart;
-    // Journal the k3s files before touching them whenever this run will
-    // restart k3s, so an interruption can be finished or undone.
-    let journal = if restart_due && can_restart && p.touches_audit() {
+    let journal = if restart_due && live && c.k3s.allow_restart && p.touches_audit() {
         let previous_records = state
             .files
             .iter()
@@ -171,77 +257,64 @@ pub async fn converge_to<O: Ops>(
     } else {
         None
     };
-
-    apply_changes(root, c, state, &p)?;
+    apply_changes(root, c, state, p)?;
     if p.touches_audit() {
         state.k3s.written_at_us = Some(now_us());
     }
-    report.applied = true;
-    state.pending_effects = effects
-        .iter()
+    state.pending_effects = p
+        .all_effects()
+        .into_iter()
         .filter(|e| !matches!(e, Effect::RestartK3s { .. }))
-        .cloned()
         .collect();
     state.save(root, c)?;
+    Ok(journal)
+}
 
-    let Some(ops) = live else {
-        report.effects_skipped_because = Some(if opts.no_restart {
-            "--no-restart: effects are listed, not run".into()
-        } else {
-            "no systemd reachable for this root: effects are listed, not run".into()
-        });
-        if let Some(j) = journal {
-            j.finish(root, c)?;
-        }
-        return Ok(report);
-    };
-
-    let mut journal = journal;
+/// Runs every due effect in order, recording each outcome in the report;
+/// returns the failures.
+async fn run_effects<O: Ops>(
+    ops: &O,
+    root: &Sysroot,
+    cfg: &LoadedConfig,
+    state: &mut State,
+    p: &Plan,
+    mut journal: Option<Journal>,
+    report: &mut ConvergeReport,
+) -> Result<Vec<String>> {
+    let c = &cfg.config;
     let mut failures = Vec::new();
-    for e in &effects {
+    for e in &p.all_effects() {
         let outcome = match e {
-            Effect::RestartK3s { unit } => {
-                if !c.k3s.allow_restart {
-                    "skipped: k3s.allow_restart = false".to_string()
-                } else if let Some(mut j) = journal.take() {
-                    j.written_at_us = state.k3s.written_at_us.unwrap_or_else(now_us);
-                    j.save(root, c)?;
-                    // Never start a k3s someone stopped: it reads the new
-                    // files when it starts, and the restart stays owed.
-                    let status = ops.unit_status(unit).await?;
-                    if let Some(why) = not_running(unit, &status) {
-                        j.finish(root, c)?;
-                        why
-                    } else {
-                        match restart_with_rollback(ops, root, c, state, j).await {
-                            Ok(()) => "done".into(),
-                            Err(err) => {
-                                failures.push(format!("{err:#}"));
-                                "failed: rolled back".into()
-                            }
-                        }
-                    }
-                } else if already_loaded(ops, c, state).await {
-                    state.k3s.loaded_digest = p.audit_digest.clone();
-                    format!("skipped: {unit} started after the files were written and is ready")
-                } else {
-                    run_pending_restart(ops, root, cfg, state, &p)
-                        .await
-                        .unwrap_or_else(|err| {
-                            failures.push(format!("{err:#}"));
-                            "failed".into()
-                        })
-                }
+            Effect::RestartK3s { .. } if !c.k3s.allow_restart => {
+                EffectOutcome::skipped("k3s.allow_restart = false")
             }
+            Effect::RestartK3s { unit } => match journal.take() {
+                Some(j) => restart_journaled(ops, root, c, state, unit, j, &mut failures).await?,
+                None if already_loaded(ops, c, state).await => {
+                    state.k3s.loaded_digest = p.audit_digest.clone();
+                    EffectOutcome::skipped(format!(
+                        "{unit} started after the files were written and is ready"
+                    ))
+                }
+                None => run_pending_restart(ops, root, cfg, state, p)
+                    .await
+                    .unwrap_or_else(|err| {
+                        let error = format!("{err:#}");
+                        failures.push(error.clone());
+                        EffectOutcome::Failed { error }
+                    }),
+            },
             other => match run_simple(ops, other).await {
-                Ok(msg) => {
+                Ok(outcome) => {
                     state.pending_effects.retain(|x| x != other);
-                    msg
+                    outcome
                 }
                 Err(err) => {
                     warn!(effect = %other, error = %format!("{err:#}"), "effect failed; it stays pending");
                     failures.push(format!("{other}: {err:#}"));
-                    format!("failed: {err:#}")
+                    EffectOutcome::Failed {
+                        error: format!("{err:#}"),
+                    }
                 }
             },
         };
@@ -251,13 +324,36 @@ pub async fn converge_to<O: Ops>(
             outcome,
         });
     }
-    state.save(root, c)?;
-    report.pending_after = state.pending_effects.clone();
-    if failures.is_empty() {
-        Ok(report)
-    } else {
-        Err(anyhow::anyhow!(failures.join("\n"))).context("not every follow-up effect succeeded")
+    Ok(failures)
+}
+
+/// The restart for this run's own writes, journaled before they were made.
+async fn restart_journaled<O: Ops>(
+    ops: &O,
+    root: &Sysroot,
+    c: &Config,
+    state: &mut State,
+    unit: &str,
+    mut j: Journal,
+    failures: &mut Vec<String>,
+) -> Result<EffectOutcome> {
+    j.written_at_us = state.k3s.written_at_us.unwrap_or_else(now_us);
+    j.save(root, c)?;
+    // Never start a k3s someone stopped: it reads the new files when it
+    // starts, and the restart stays owed.
+    let status = ops.unit_status(unit).await?;
+    if let Some(why) = not_running(unit, &status) {
+        j.finish(root, c)?;
+        return Ok(why);
     }
+    Ok(match restart_with_rollback(ops, root, c, state, j).await {
+        Ok(()) => EffectOutcome::done(),
+        Err(err) => {
+            let error = format!("{err:#}");
+            failures.push(error.clone());
+            EffectOutcome::RolledBack { error }
+        }
+    })
 }
 
 /// A restart left pending by an earlier run: the files on disk are already
@@ -268,7 +364,7 @@ async fn run_pending_restart<O: Ops>(
     cfg: &LoadedConfig,
     state: &mut State,
     p: &Plan,
-) -> Result<String> {
+) -> Result<EffectOutcome> {
     let c = &cfg.config;
     let status = ops.unit_status(&c.k3s.unit).await?;
     if let Some(why) = not_running(&c.k3s.unit, &status) {
@@ -294,28 +390,30 @@ async fn run_pending_restart<O: Ops>(
     j.written_at_us = state.k3s.written_at_us.unwrap_or_else(now_us);
     j.save(root, c)?;
     restart_with_rollback(ops, root, c, state, j).await?;
-    Ok("done".into())
+    Ok(EffectOutcome::done())
 }
 
 /// Why a unit is not to be restarted now: not installed, or stopped.
-fn not_running(unit: &str, status: &super::ops::UnitStatus) -> Option<String> {
-    if status.load_state != "loaded" {
-        return Some(format!(
-            "skipped: {unit} is not installed ({})",
+fn not_running(unit: &str, status: &super::ops::UnitStatus) -> Option<EffectOutcome> {
+    use super::ops::LoadState;
+    if status.load_state != LoadState::Loaded {
+        return Some(EffectOutcome::skipped(format!(
+            "{unit} is not installed ({})",
             status.load_state
-        ));
+        )));
     }
-    match status.active_state.as_str() {
-        "active" | "activating" | "reloading" => None,
-        other => Some(format!(
-            "skipped: {unit} is {other}; it loads the audit settings when it starts"
-        )),
+    if status.active_state.is_running() {
+        return None;
     }
+    Some(EffectOutcome::skipped(format!(
+        "{unit} is {}; it loads the audit settings when it starts",
+        status.active_state
+    )))
 }
 
-async fn run_simple<O: Ops>(ops: &O, e: &Effect) -> Result<String> {
+async fn run_simple<O: Ops>(ops: &O, e: &Effect) -> Result<EffectOutcome> {
     match e {
-        Effect::DaemonReload => ops.daemon_reload().await.map(|_| "done".into()),
+        Effect::DaemonReload => ops.daemon_reload().await.map(|_| EffectOutcome::done()),
         Effect::ApplyWatchdog { runtime_usec } => {
             let got = ops.set_runtime_watchdog(*runtime_usec).await?;
             if got != *runtime_usec {
@@ -323,18 +421,18 @@ async fn run_simple<O: Ops>(ops: &O, e: &Effect) -> Result<String> {
                     "RuntimeWatchdogUSec reads back {got} after setting {runtime_usec}; the device may not accept that timeout"
                 );
             }
-            Ok(format!("done (RuntimeWatchdogUSec={got})"))
+            Ok(EffectOutcome::Done {
+                detail: Some(format!("RuntimeWatchdogUSec={got}")),
+            })
         }
-        Effect::EnableTimer { unit } => ops.enable_and_restart(unit).await.map(|_| "done".into()),
-        Effect::DisableTimer { unit } => ops.disable_and_stop(unit).await.map(|_| "done".into()),
+        Effect::EnableTimer { unit } => ops
+            .enable_and_restart(unit)
+            .await
+            .map(|_| EffectOutcome::done()),
+        Effect::DisableTimer { unit } => ops
+            .disable_and_stop(unit)
+            .await
+            .map(|_| EffectOutcome::done()),
         Effect::RestartK3s { .. } => unreachable!("handled by the caller"),
     }
-}
-
-/// Microseconds since the epoch.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }

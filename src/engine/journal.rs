@@ -12,9 +12,9 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::state::ManagedFile;
 use crate::atomic::{remove_file, write_atomic};
 use crate::config::Config;
+use crate::state::ManagedFile;
 use crate::sysroot::Sysroot;
 
 /// Where the change stands.
@@ -90,7 +90,7 @@ impl Journal {
     ) -> Result<Journal> {
         let id = format!(
             "{}-{}",
-            super::now_rfc3339().replace(':', ""),
+            crate::clock::now_rfc3339().replace(':', ""),
             std::process::id()
         );
         let mut files = Vec::new();

@@ -5,11 +5,11 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::sha256_hex;
-use super::state::{State, digest_of};
 use crate::config::Config;
+use crate::digest::{digest_of, sha256_hex};
 use crate::effects::{Effect, normalize};
 use crate::host::{Component, DesiredState, Requirement};
+use crate::state::State;
 use crate::sysroot::Sysroot;
 
 /// What happens to one path.
@@ -181,35 +181,56 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
             .collect(),
         ..Plan::default()
     };
+    plan_dirs(root, desired, state, &mut p)?;
+    let mut effects = plan_files(root, desired, state, &mut p)?;
+    effects.extend(plan_removals(cfg, desired, state, &mut p));
+    let audit_files: Vec<(String, String)> = desired
+        .files
+        .iter()
+        .filter(|f| f.component == Component::Audit)
+        .map(|f| (f.path.clone(), sha256_hex(&f.content)))
+        .collect();
+    p.audit_digest = digest_of(audit_files.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+    plan_effects(root, cfg, desired, state, effects, &mut p);
+    Ok(p)
+}
+
+/// Directories to create or whose mode to fix.
+fn plan_dirs(root: &Sysroot, desired: &DesiredState, state: &State, p: &mut Plan) -> Result<()> {
     for dir in &desired.dirs {
         let real = root.path(&dir.path);
-        match std::fs::metadata(&real) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => p.changes.push(Change {
-                path: dir.path.clone(),
-                kind: ChangeKind::CreateDir,
-                mode: dir.mode,
-                component: dir.component,
-                diff: None,
-                content: None,
-            }),
+        let kind = match std::fs::metadata(&real) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ChangeKind::CreateDir,
             Err(e) => return Err(e).with_context(|| format!("inspecting {}", dir.path)),
-            Ok(m) if m.permissions().mode() & 0o7777 != dir.mode => p.changes.push(Change {
-                path: dir.path.clone(),
-                kind: ChangeKind::ChmodDir {
-                    from: m.permissions().mode() & 0o7777,
-                    drift: state
-                        .dirs
-                        .get(&dir.path)
-                        .is_some_and(|d| d.mode == dir.mode),
-                },
-                mode: dir.mode,
-                component: dir.component,
-                diff: None,
-                content: None,
-            }),
-            Ok(_) => {}
-        }
+            Ok(m) if m.permissions().mode() & 0o7777 != dir.mode => ChangeKind::ChmodDir {
+                from: m.permissions().mode() & 0o7777,
+                drift: state
+                    .dirs
+                    .get(&dir.path)
+                    .is_some_and(|d| d.mode == dir.mode),
+            },
+            Ok(_) => continue,
+        };
+        p.changes.push(Change {
+            path: dir.path.clone(),
+            kind,
+            mode: dir.mode,
+            component: dir.component,
+            diff: None,
+            content: None,
+        });
     }
+    Ok(())
+}
+
+/// Files to create, update, chmod or adopt; returns the effects their
+/// changes make due.
+fn plan_files(
+    root: &Sysroot,
+    desired: &DesiredState,
+    state: &State,
+    p: &mut Plan,
+) -> Result<Vec<Effect>> {
     let mut effects = Vec::new();
     for f in &desired.files {
         let real = root.path(&f.path);
@@ -222,46 +243,53 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(e).with_context(|| format!("reading {}", f.path)),
         };
-        let change = |kind, diff| Change {
+        let (kind, diff) = match current {
+            None => (
+                ChangeKind::Create {
+                    drift: managed.is_some(),
+                },
+                Some(unified_diff(&f.path, b"", &f.content)),
+            ),
+            Some((bytes, _)) if bytes != f.content => (
+                ChangeKind::Update {
+                    backup: managed.is_none(),
+                    drift: managed.is_some_and(|m| m.sha256 != sha256_hex(&bytes)),
+                },
+                Some(unified_diff(&f.path, &bytes, &f.content)),
+            ),
+            Some((_, mode)) if mode != f.mode => (
+                ChangeKind::Chmod {
+                    from: mode,
+                    drift: managed.is_some_and(|m| m.mode == f.mode),
+                },
+                None,
+            ),
+            Some(_)
+                if managed
+                    .is_none_or(|m| m.sha256 != sha256_hex(&f.content) || m.mode != f.mode) =>
+            {
+                (ChangeKind::Adopt, None)
+            }
+            Some(_) => continue,
+        };
+        if matches!(kind, ChangeKind::Create { .. } | ChangeKind::Update { .. }) {
+            effects.extend(f.effects.iter().cloned());
+        }
+        p.changes.push(Change {
             path: f.path.clone(),
             kind,
             mode: f.mode,
             component: f.component,
             diff,
             content: Some(f.content.clone()),
-        };
-        match current {
-            None => {
-                let drift = managed.is_some();
-                p.changes.push(change(
-                    ChangeKind::Create { drift },
-                    Some(unified_diff(&f.path, b"", &f.content)),
-                ));
-                effects.extend(f.effects.iter().cloned());
-            }
-            Some((bytes, _)) if bytes != f.content => {
-                let drift = managed.is_some_and(|m| m.sha256 != sha256_hex(&bytes));
-                let backup = managed.is_none();
-                p.changes.push(change(
-                    ChangeKind::Update { backup, drift },
-                    Some(unified_diff(&f.path, &bytes, &f.content)),
-                ));
-                effects.extend(f.effects.iter().cloned());
-            }
-            Some((_, mode)) if mode != f.mode => {
-                let drift = managed.is_some_and(|m| m.mode == f.mode);
-                p.changes
-                    .push(change(ChangeKind::Chmod { from: mode, drift }, None));
-            }
-            Some(_)
-                if managed
-                    .is_none_or(|m| m.sha256 != sha256_hex(&f.content) || m.mode != f.mode) =>
-            {
-                p.changes.push(change(ChangeKind::Adopt, None));
-            }
-            Some(_) => {}
-        }
+        });
     }
+    Ok(effects)
+}
+
+/// Managed files no longer wanted; returns the effects their removal owes.
+fn plan_removals(cfg: &Config, desired: &DesiredState, state: &State, p: &mut Plan) -> Vec<Effect> {
+    let mut effects = Vec::new();
     for (path, m) in &state.files {
         if desired.file(path).is_none() {
             p.changes.push(Change {
@@ -277,13 +305,19 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
             effects.extend(removal_effects(m.component, cfg));
         }
     }
-    let audit_files: Vec<(String, String)> = desired
-        .files
-        .iter()
-        .filter(|f| f.component == Component::Audit)
-        .map(|f| (f.path.clone(), sha256_hex(&f.content)))
-        .collect();
-    p.audit_digest = digest_of(audit_files.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+    effects
+}
+
+/// Sorts the effects into due (caused by this run's changes) and pending
+/// (owed from an earlier run).
+fn plan_effects(
+    root: &Sysroot,
+    cfg: &Config,
+    desired: &DesiredState,
+    state: &State,
+    mut effects: Vec<Effect>,
+    p: &mut Plan,
+) {
     // Whether k3s must restart follows from what it has loaded, not from
     // which files changed: repairing a tampered file back to what k3s runs
     // needs no restart, and a restart skipped earlier stays due.
@@ -302,7 +336,7 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
             Requirement::TimerEnabled { unit } => {
                 // The link points at a host path, so it dangles under a
                 // scratch root: look at the link itself.
-                if std::fs::symlink_metadata(root.path(crate::host::throttle::wants_link()))
+                if std::fs::symlink_metadata(root.path(crate::host::throttle::wants_link(unit)))
                     .is_err()
                 {
                     pending.push(Effect::EnableTimer { unit: unit.clone() });
@@ -327,7 +361,6 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
     normalize(&mut pending);
     p.effects = effects;
     p.pending_effects = pending;
-    Ok(p)
 }
 
 fn supersedes(due: &Effect, pending: &Effect) -> bool {

@@ -7,10 +7,10 @@ use anyhow::{Result, anyhow, bail};
 use tracing::{info, warn};
 
 use super::journal::{Journal, Phase};
-use super::ops::Ops;
-use super::state::{Rejected, State};
+use super::ops::{ActiveState, Ops};
 use crate::config::Config;
 use crate::host::Component;
+use crate::state::{Rejected, State};
 use crate::sysroot::Sysroot;
 
 /// Automatic restarts within one wait that count as a crash loop.
@@ -35,7 +35,7 @@ pub async fn wait_ready<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Resul
             Err(e) => e,
         };
         if let Ok(s) = ops.unit_status(unit).await {
-            if s.active_state == "failed" {
+            if s.active_state == ActiveState::Failed {
                 return Err(NotReady(format!(
                     "{unit} failed ({}); last API answer: {last}",
                     s.sub_state
@@ -123,7 +123,7 @@ async fn rollback<O: Ops>(
     state.counters.rollbacks += 1;
     state.k3s.rejected = Some(Rejected {
         digest: journal.new_digest.clone().unwrap_or_default(),
-        at: super::now_rfc3339(),
+        at: crate::clock::now_rfc3339(),
         reason: why.clone(),
         kept_in: kept.clone(),
     });
@@ -184,7 +184,10 @@ pub async fn recover<O: Ops>(
             let status = ops.unit_status(&unit).await?;
             let started_after =
                 status.exec_main_start_us >= journal.written_at_us && journal.written_at_us > 0;
-            if started_after && status.active_state == "active" && ops.k3s_ready().await.is_ok() {
+            if started_after
+                && status.active_state == ActiveState::Active
+                && ops.k3s_ready().await.is_ok()
+            {
                 state.k3s.loaded_digest = journal.new_digest.clone();
                 state.save(root, cfg)?;
                 journal.finish(root, cfg)?;
@@ -215,7 +218,7 @@ pub async fn already_loaded<O: Ops>(ops: &O, cfg: &Config, state: &State) -> boo
     };
     match ops.unit_status(&cfg.k3s.unit).await {
         Ok(s) => {
-            s.active_state == "active"
+            s.active_state == ActiveState::Active
                 && s.exec_main_start_us > written
                 && ops.k3s_ready().await.is_ok()
         }

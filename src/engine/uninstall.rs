@@ -5,10 +5,10 @@ use tracing::info;
 
 use super::converge::{ConvergeOptions, ConvergeReport, converge_to};
 use super::ops::Ops;
-use super::state::State;
 use crate::config::LoadedConfig;
 use crate::facts::Facts;
 use crate::host::DesiredState;
+use crate::state::State;
 use crate::sysroot::Sysroot;
 
 /// What uninstall did.

@@ -3,22 +3,30 @@
 //! throttle source and GPU.
 
 mod board;
+mod cgroup;
 mod cni;
 mod cpu;
 mod gpu;
 mod k3s;
+mod k3s_config;
+mod k3s_manifests;
 mod memory;
 mod os;
 mod throttle;
+mod unit_settings;
+mod units;
 mod watchdog;
 
 use serde::Serialize;
 
 pub use board::Board;
+pub use cgroup::{CgroupCheck, Hierarchy as CgroupHierarchy};
 pub use cni::Cni;
 pub use cpu::Cpu;
 pub use gpu::Gpu;
-pub use k3s::{K3s, K3sRole};
+pub use k3s::{K3s, K3sRole, RoleSource, UNIT_PATTERNS, UnitSource};
+pub use k3s_config::{ConfigSource, K3sConfigFiles, dotd_files as k3s_dropins};
+pub use k3s_manifests::{ManifestRules, SkipReason, SkippedStage};
 pub use memory::Memory;
 pub use os::{Os, OsFamily};
 pub use throttle::{ThrottleSource, find_vcgencmd};
@@ -30,6 +38,7 @@ pub fn throttle_sysfs() -> &'static str {
 pub use watchdog::Watchdog;
 
 use crate::sysroot::Sysroot;
+use crate::systemd::UnitInfo;
 
 /// Everything sightline knows about a machine.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,11 +69,20 @@ pub struct Facts {
     pub throttle_source: ThrottleSource,
     /// An accelerator, if any.
     pub gpu: Option<Gpu>,
+    /// The cgroup controllers k3s needs (the memory cgroup on a Pi).
+    pub cgroups: CgroupCheck,
 }
 
 impl Facts {
-    /// Reads every fact under `root`.
+    /// Reads every fact under `root`, finding k3s from its unit files.
     pub fn detect(root: &Sysroot) -> Facts {
+        Facts::detect_with_units(root, None)
+    }
+
+    /// Reads every fact under `root`; `k3s_units` is what systemd reported
+    /// over D-Bus for the units matching [`UNIT_PATTERNS`], when a bus is
+    /// there (`SystemdClient::unit_infos`).
+    pub fn detect_with_units(root: &Sysroot, k3s_units: Option<&[UnitInfo]>) -> Facts {
         let cpu = cpu::detect(root);
         let (board, board_kind) = board::detect(root);
         Facts {
@@ -75,12 +93,13 @@ impl Facts {
             os: os::detect(root, board_kind),
             board,
             board_kind,
-            k3s: k3s::detect(root),
+            k3s: k3s::detect(root, k3s_units),
             cni: cni::detect(root),
             btf: root.exists("/sys/kernel/btf/vmlinux"),
             watchdog: watchdog::detect(root),
             throttle_source: throttle::detect(root),
             gpu: gpu::detect(root),
+            cgroups: cgroup::detect(root),
         }
     }
 

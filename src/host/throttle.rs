@@ -23,9 +23,10 @@ pub fn timer_installed(root: &Sysroot) -> bool {
         .any(|d| root.path(format!("{d}/{TIMER}")).is_file())
 }
 
-/// The symlink `systemctl enable` creates for the timer.
-pub fn wants_link() -> String {
-    format!("/etc/systemd/system/timers.target.wants/{TIMER}")
+/// The symlink `systemctl enable` creates for a timer (its
+/// `WantedBy=timers.target`).
+pub fn wants_link(timer: &str) -> String {
+    format!("/etc/systemd/system/timers.target.wants/{timer}")
 }
 
 pub(super) fn contribute(root: &Sysroot, cfg: &Config, facts: &Facts, d: &mut DesiredState) {

@@ -9,6 +9,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::de::DeserializeOwned;
 
+use super::version::K3sVersion;
 use crate::config::Config;
 use crate::sysroot::Sysroot;
 
@@ -138,6 +139,24 @@ impl K3sApi {
         serde_json::from_str(&text).map_err(|e| ApiError::Decode {
             url: format!("{}{path}", self.base),
             detail: e.to_string(),
+        })
+    }
+
+    /// The running version, from `GET /version` (the apiserver's
+    /// `version.Info`; k3s reports e.g. `gitVersion: v1.30.4+k3s1`).
+    pub async fn version(&self) -> Result<K3sVersion, ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Info {
+            #[serde(rename = "gitVersion")]
+            git_version: String,
+        }
+        let info: Info = self.get_json("/version").await?;
+        K3sVersion::parse(&info.git_version).ok_or_else(|| ApiError::Decode {
+            url: format!("{}/version", self.base),
+            detail: format!(
+                "gitVersion {:?} is not of the form v1.MINOR.PATCH+k3sN",
+                info.git_version
+            ),
         })
     }
 

@@ -2,5 +2,8 @@
 //! certificate, read-only apart from what the design needs.
 
 pub mod api;
+pub mod helmchart;
+pub mod version;
 
 pub use api::{ApiError, K3sApi};
+pub use version::{K3sVersion, TooOld};

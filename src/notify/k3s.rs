@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::systemd::{ActiveState, UnitHealth};
+use crate::systemd::{ActiveState, LoadState, UnitHealth};
 
 /// What the unit and `/readyz` say.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,22 +104,22 @@ impl std::fmt::Display for DownCause {
 /// Classifies the unit's state and one `/readyz` probe (only asked when
 /// the unit is active).
 pub fn classify(unit: &UnitHealth, readyz: impl FnOnce() -> Result<(), String>) -> K3sHealth {
-    if unit.load_state == "not-found" {
+    if unit.load_state == LoadState::NotFound {
         return K3sHealth::NotInstalled;
     }
     let since = unit.down_since_us / 1_000_000;
     let down = |cause| K3sHealth::Down { since, cause };
     let running = matches!(
         unit.active_state,
-        ActiveState::Active | ActiveState::Reloading
+        ActiveState::Active | ActiveState::Reloading | ActiveState::Refreshing
     );
     if !running && matches!(unit.unit_file_state.as_str(), "disabled" | "masked") {
         return K3sHealth::OnPurpose {
             how: OnPurpose::Disabled,
         };
     }
-    match unit.active_state {
-        ActiveState::Active | ActiveState::Reloading => match readyz() {
+    match &unit.active_state {
+        ActiveState::Active | ActiveState::Reloading | ActiveState::Refreshing => match readyz() {
             Ok(()) => K3sHealth::Ready,
             Err(why) => K3sHealth::Down {
                 since: 0,
@@ -139,7 +139,7 @@ pub fn classify(unit: &UnitHealth, readyz: impl FnOnce() -> Result<(), String>) 
         }
         ActiveState::Inactive if unit.result == "success" => down(DownCause::NotStarted),
         ActiveState::Inactive => down(DownCause::Stopped(unit.result.clone())),
-        ActiveState::Other => down(DownCause::Starting),
+        ActiveState::Maintenance | ActiveState::Other(_) => down(DownCause::Starting),
     }
 }
 
@@ -149,7 +149,7 @@ mod tests {
 
     fn unit(active: ActiveState, sub: &str, result: &str, file: &str, entered: u64) -> UnitHealth {
         UnitHealth {
-            load_state: "loaded".into(),
+            load_state: LoadState::Loaded,
             active_state: active,
             sub_state: sub.into(),
             result: result.into(),

@@ -28,7 +28,7 @@ pub struct Message {
 /// `2026-12-01 03:12:05 UTC`.
 pub fn utc(secs: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-    crate::engine::rfc3339(t)
+    crate::clock::rfc3339(t)
         .replace('T', " ")
         .replace('Z', " UTC")
 }

@@ -8,6 +8,7 @@ use super::k3s::{K3sHealth, classify};
 use super::monitor::{FailedStage, Observation, PipelineHealth, PowerSeen, Rollback, StartFacts};
 use crate::config::Config;
 use crate::k3s::{ApiError, K3sApi};
+use crate::state::StageState;
 use crate::sysroot::Sysroot;
 use crate::systemd::SystemdClient;
 
@@ -89,8 +90,8 @@ pub struct ClusterView {
 pub struct StageView {
     /// Stage name.
     pub name: String,
-    /// `pending`, `applying`, `waiting`, `healthy`, `failed`, `skipped`.
-    pub state: String,
+    /// Where it stands.
+    pub state: StageState,
     /// Why, for failed or waiting.
     pub detail: Option<String>,
 }
@@ -109,14 +110,16 @@ pub async fn pipeline(api: &K3sApi, cluster: Option<&ClusterView>) -> PipelineHe
     if st.stages.is_empty() {
         return PipelineHealth::NotApplicable("no stack is rolled out".into());
     }
-    if let Some(s) = st
-        .stages
-        .iter()
-        .find(|s| !matches!(s.state.as_str(), "healthy" | "skipped"))
-    {
+    if let Some(s) = st.stages.iter().find(|s| {
+        matches!(
+            s.state,
+            StageState::Pending | StageState::Applying | StageState::Waiting | StageState::Pruning
+        )
+    }) {
         return PipelineHealth::NotApplicable(format!(
             "the stack is still rolling out (stage {} is {})",
-            s.name, s.state
+            s.name,
+            s.state.name()
         ));
     }
     let Some(am) = st.tier.as_deref().and_then(AlertmanagerService::for_tier) else {
@@ -155,7 +158,7 @@ pub fn failed_stages(cluster: Option<&ClusterView>) -> Option<Vec<FailedStage>> 
         cluster?
             .stages
             .iter()
-            .filter(|s| s.state == "failed")
+            .filter(|s| s.state == StageState::Failed)
             .map(|s| FailedStage {
                 name: s.name.clone(),
                 detail: s.detail.clone().unwrap_or_else(|| "failed".into()),
@@ -166,7 +169,7 @@ pub fn failed_stages(cluster: Option<&ClusterView>) -> Option<Vec<FailedStage>> 
 
 /// The last rollback recorded in the state.
 pub fn rollback(root: &Sysroot, cfg: &Config) -> Option<Rollback> {
-    let state = crate::engine::State::load(root, cfg).ok()?;
+    let state = crate::state::State::load(root, cfg).ok()?;
     let r = state.k3s.rejected?;
     Some(Rollback {
         key: format!("{}/{}", r.at, r.digest),
@@ -221,7 +224,7 @@ pub async fn observe(
     let k3s = match systemd {
         Some(sd) => match sd.unit_health(&cfg.k3s.unit).await {
             Ok(unit) => {
-                let ready = match (unit.active_state, api) {
+                let ready = match (&unit.active_state, api) {
                     (crate::systemd::ActiveState::Active, Some(api)) => api.readyz().await,
                     (_, None) => Err("no k3s client certificate yet".into()),
                     _ => Ok(()),
@@ -277,7 +280,7 @@ mod tests {
     fn rfc3339_round_trip() {
         for secs in [0u64, 951_782_400, 1_780_000_123, 4_102_444_800] {
             let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
-            assert_eq!(parse_rfc3339(&crate::engine::rfc3339(t)), Some(secs));
+            assert_eq!(parse_rfc3339(&crate::clock::rfc3339(t)), Some(secs));
         }
     }
 

@@ -12,6 +12,9 @@ pub enum Gate {
     Ok,
     /// Not yet; the reason says what it waits for.
     Pending(String),
+    /// Upstream failed and retries on its own; the reason is the last
+    /// failure. Final only when the gate's timeout passes.
+    Retrying(String),
     /// Will not get there without a change; the reason says why.
     Failed(String),
 }
@@ -32,7 +35,12 @@ const ADDON_FAILURES: [&str; 4] = [
 ];
 
 /// k3s applied the file: the Addon's `spec.checksum` is the file's SHA-256.
-/// A failure event newer than the write explains why it is not.
+///
+/// A failure event newer than the write is not final: k3s's deploy
+/// controller caches a file's mtime only after a successful apply, so it
+/// applies a failed file again on every scan (~15 s; k3s
+/// `pkg/deploy/controller.go` `listFilesIn`/`deploy`). A CRD not yet
+/// discovered or a webhook not yet ready clears on a later scan.
 pub fn addon(addon: Option<&Value>, events: &[Value], file_sha256: &str, written_at: &str) -> Gate {
     let checksum = addon.and_then(|a| a["spec"]["checksum"].as_str());
     if checksum == Some(file_sha256) {
@@ -49,7 +57,7 @@ pub fn addon(addon: Option<&Value>, events: &[Value], file_sha256: &str, written
         .filter(|e| event_time(e) >= written_at)
         .max_by(|a, b| event_time(a).cmp(event_time(b)));
     match (newest_failure, addon) {
-        (Some(e), _) => Gate::Failed(format!(
+        (Some(e), _) => Gate::Retrying(format!(
             "k3s could not apply the file ({}): {}",
             e["reason"].as_str().unwrap_or_default(),
             e["message"].as_str().unwrap_or_default()
@@ -83,11 +91,36 @@ fn condition<'a>(obj: &'a Value, kind: &str) -> Option<&'a Value> {
         .find(|c| c["type"].as_str() == Some(kind) && c["status"].as_str() == Some("True"))
 }
 
+/// The reason helm-controller writes with `Failed=True` when the install
+/// Job failed (`chart.go` `OnChange`, v0.17.6+). That status stays until the
+/// Job has been replaced and the next sync rewrites it, so it says nothing
+/// about a Job that has not failed itself.
+const JOB_FAILED_REASON: &str = "Job failed";
+
+/// A `Failed=True` condition on the HelmChart that is not about a Job (an
+/// unsupported helmVersion, say): those hold whichever Job exists.
+fn chart_failure(hc: &Value) -> Option<String> {
+    let c = condition(hc, "Failed")?;
+    if c["reason"].as_str() == Some(JOB_FAILED_REASON) {
+        return None;
+    }
+    Some(format!(
+        "helm-controller reports the install failed: {}",
+        c["message"]
+            .as_str()
+            .or(c["reason"].as_str())
+            .unwrap_or("no message")
+    ))
+}
+
 /// The install job for the current HelmChart spec completed.
 ///
 /// `job_uid_before` is the install job's uid from before sightline changed
-/// the HelmChart (None when there was no job, or the spec did not change):
-/// a job with that uid belongs to the old spec and does not count.
+/// the HelmChart's spec (None when there was no job, or the spec did not
+/// change): a job with that uid belongs to the old spec and does not count.
+/// The Job's identity is decided first: helm-controller keeps a HelmChart's
+/// `Failed` condition until it has replaced the failed Job, and a HelmChart
+/// has no `observedGeneration` to tell a stale condition from a new one.
 pub fn install_job(
     helmchart: Option<&Value>,
     job: Option<&Value>,
@@ -97,23 +130,22 @@ pub fn install_job(
     let Some(hc) = helmchart else {
         return Gate::Pending("waiting for the HelmChart object".into());
     };
-    // helm-controller >= 0.17.6 reports a failed job on the HelmChart too.
-    if let Some(c) = condition(hc, "Failed") {
-        return Gate::Failed(format!(
-            "helm-controller reports the install failed: {}",
-            c["message"]
-                .as_str()
-                .or(c["reason"].as_str())
-                .unwrap_or("no message")
-        ));
-    }
     let Some(job) = job else {
-        return Gate::Pending("waiting for helm-controller to create the install job".into());
+        return match chart_failure(hc) {
+            Some(why) => Gate::Failed(why),
+            None => Gate::Pending("waiting for helm-controller to create the install job".into()),
+        };
     };
+    let job_name = job["metadata"]["name"].as_str().unwrap_or("?");
     if job_uid_before.is_some() && job["metadata"]["uid"].as_str() == job_uid_before {
-        return Gate::Pending(
-            "waiting for helm-controller to replace the install job for the new spec".into(),
-        );
+        let stale = if condition(hc, "Failed").is_some() {
+            " (the HelmChart's Failed condition is about that old job)"
+        } else {
+            ""
+        };
+        return Gate::Pending(format!(
+            "waiting for helm-controller to replace install job {job_name} for the new spec{stale}"
+        ));
     }
     let owner_ok = job["metadata"]["ownerReferences"]
         .as_array()
@@ -127,8 +159,7 @@ pub fn install_job(
     if let Some(c) = condition(job, "Failed") {
         let why = pod_problems(pods);
         return Gate::Failed(format!(
-            "install job {} failed ({}: {}){}",
-            job["metadata"]["name"].as_str().unwrap_or("?"),
+            "install job {job_name} failed ({}: {}){}",
             c["reason"].as_str().unwrap_or("Failed"),
             c["message"].as_str().unwrap_or(""),
             if why.is_empty() {
@@ -138,18 +169,14 @@ pub fn install_job(
             }
         ));
     }
+    if let Some(why) = chart_failure(hc) {
+        return Gate::Failed(why);
+    }
     let why = pod_problems(pods);
     Gate::Pending(if why.is_empty() {
-        format!(
-            "install job {} is running",
-            job["metadata"]["name"].as_str().unwrap_or("?")
-        )
+        format!("install job {job_name} is running")
     } else {
-        format!(
-            "install job {}: {}",
-            job["metadata"]["name"].as_str().unwrap_or("?"),
-            why.join("; ")
-        )
+        format!("install job {job_name}: {}", why.join("; "))
     })
 }
 

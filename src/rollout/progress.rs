@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tracing::info;
 
+use super::StageState;
+
 /// Where progress goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
@@ -33,11 +35,12 @@ impl Progress {
     pub fn update(
         &self,
         stage: &str,
-        state: &str,
+        state: StageState,
         detail: &str,
         elapsed: Duration,
         final_state: bool,
     ) {
+        let state = state.name();
         let line = format!(
             "  {stage:<26} {state:<8} {:>6.1}s  {detail}",
             elapsed.as_secs_f64()

@@ -3,17 +3,13 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use futures_util::StreamExt;
 use zbus::Connection;
 use zbus::proxy::CacheProperties;
 
 use super::proxy::{ManagerProxy, ServiceProxy, UnitProxy};
-use crate::engine::ops::UnitStatus;
-
-/// The result systemd reports for a finished job: `done`, `failed`,
-/// `timeout`, `canceled`, `dependency` or `skipped`.
-pub type JobResult = String;
+use super::unit::{ActiveState, JobResult, LoadState, UnitStatus};
 
 /// A connection to one systemd instance.
 #[derive(Debug, Clone)]
@@ -41,12 +37,12 @@ impl SystemdClient {
         })
     }
 
-    /// The bus connection, for the read-only queries in sibling modules.
+    /// The bus connection, for the reads defined beside this client.
     pub(super) fn connection(&self) -> &Connection {
         &self.conn
     }
 
-    pub(super) async fn manager(&self) -> Result<ManagerProxy<'static>> {
+    async fn manager(&self) -> Result<ManagerProxy<'static>> {
         Ok(ManagerProxy::builder(&self.conn)
             .cache_properties(CacheProperties::No)
             .build()
@@ -56,14 +52,6 @@ impl SystemdClient {
     /// `daemon-reload`.
     pub async fn reload(&self) -> Result<()> {
         self.manager().await?.reload().await.context("Reload")
-    }
-
-    /// Starts a unit with an explicit job mode and waits for the job.
-    pub async fn start_unit(&self, unit: &str, mode: &str, timeout: Duration) -> Result<JobResult> {
-        self.run_job(unit, "StartUnit", timeout, |m| async move {
-            m.start_unit(unit, mode).await
-        })
-        .await
     }
 
     /// Restarts a unit with an explicit job mode and waits for the job.
@@ -128,7 +116,7 @@ impl SystemdClient {
             while let Some(sig) = removed.next().await {
                 let args = sig.args().context("decoding JobRemoved")?;
                 if *args.job() == job {
-                    return Ok(args.result().clone());
+                    return Ok(JobResult::parse(args.result()));
                 }
             }
             Err(anyhow!(
@@ -155,15 +143,15 @@ impl SystemdClient {
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        let load_state = u.load_state().await?;
+        let load_state = LoadState::parse(&u.load_state().await?);
         let mut status = UnitStatus {
-            active_state: u.active_state().await?,
+            active_state: ActiveState::parse(&u.active_state().await?),
             sub_state: u.sub_state().await?,
             invocation_id: hex::encode(u.invocation_id().await.unwrap_or_default()),
             load_state,
             ..UnitStatus::default()
         };
-        if unit.ends_with(".service") && status.load_state == "loaded" {
+        if unit.ends_with(".service") && status.load_state == LoadState::Loaded {
             let s = ServiceProxy::builder(&self.conn)
                 .path(path)
                 .cache_properties(CacheProperties::No)
@@ -205,12 +193,4 @@ impl SystemdClient {
             .await
             .context("reading RuntimeWatchdogUSec")
     }
-}
-
-/// Fails unless a job result is `done`.
-pub fn expect_done(unit: &str, what: &str, result: &str) -> Result<()> {
-    if result != "done" {
-        bail!("{what} {unit}: job result {result}");
-    }
-    Ok(())
 }

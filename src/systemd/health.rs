@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use zbus::proxy;
 use zbus::proxy::CacheProperties;
 
-use super::SystemdClient;
+use super::{ActiveState, LoadState, SystemdClient};
 
 /// org.freedesktop.systemd1.Unit: the properties read here.
 #[proxy(
@@ -46,46 +46,11 @@ trait ServiceResult {
     fn result(&self) -> zbus::Result<String>;
 }
 
-/// A unit's ActiveState.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ActiveState {
-    /// Running.
-    Active,
-    /// Starting (or waiting to be restarted).
-    Activating,
-    /// Stopping.
-    Deactivating,
-    /// Stopped.
-    Inactive,
-    /// Stopped by a failure.
-    Failed,
-    /// Reloading.
-    Reloading,
-    /// Anything newer systemd versions add (`maintenance`, `refreshing`).
-    Other,
-}
-
-impl ActiveState {
-    /// Parses systemd's string.
-    pub fn parse(s: &str) -> ActiveState {
-        match s {
-            "active" => ActiveState::Active,
-            "activating" => ActiveState::Activating,
-            "deactivating" => ActiveState::Deactivating,
-            "inactive" => ActiveState::Inactive,
-            "failed" => ActiveState::Failed,
-            "reloading" => ActiveState::Reloading,
-            _ => ActiveState::Other,
-        }
-    }
-}
-
 /// The state of a unit as far as "is it down, and on purpose?" goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitHealth {
-    /// `loaded`, `not-found`, `masked`...
-    pub load_state: String,
+    /// LoadState.
+    pub load_state: LoadState,
     /// ActiveState.
     pub active_state: ActiveState,
     /// SubState (`running`, `auto-restart`, `dead`...).
@@ -103,7 +68,10 @@ pub struct UnitHealth {
 impl SystemdClient {
     /// Reads the properties that tell a stop on purpose from a failure.
     pub async fn unit_health(&self, unit: &str) -> Result<UnitHealth> {
-        let m = self.manager().await?;
+        let m = super::proxy::ManagerProxy::builder(self.connection())
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
         let path = m
             .load_unit(unit)
             .await
@@ -118,8 +86,8 @@ impl SystemdClient {
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        let load_state = u.load_state().await?;
-        let result = if load_state == "loaded" && unit.ends_with(".service") {
+        let load_state = LoadState::parse(&u.load_state().await?);
+        let result = if load_state == LoadState::Loaded && unit.ends_with(".service") {
             ServiceResultProxy::builder(self.connection())
                 .path(path)
                 .cache_properties(CacheProperties::No)

@@ -4,6 +4,11 @@ mod client;
 mod health;
 pub mod notify;
 mod proxy;
+mod unit_info;
 
-pub use client::{JobResult, SystemdClient, expect_done};
-pub use health::{ActiveState, UnitHealth};
+mod unit;
+
+pub use client::SystemdClient;
+pub use health::UnitHealth;
+pub use unit::{ActiveState, JobResult, LoadState, UnitStatus};
+pub use unit_info::{EnvironmentFile, UnitInfo};

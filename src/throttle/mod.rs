@@ -11,7 +11,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::atomic::{create_dir_all, write_atomic};
+use crate::atomic::{Durability, create_dir_all, write_if_changed};
 use crate::facts::ThrottleSource;
 use crate::sysroot::Sysroot;
 
@@ -187,13 +187,18 @@ fn run(root: &Sysroot, host_path: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Writes the metrics atomically, creating the textfile directory if needed.
+/// Writes a metrics textfile, creating its directory if needed. No fsync:
+/// the rename keeps the file whole for node_exporter, and a sample lost to a
+/// power cut is replaced at the next tick. Unchanged content is not
+/// rewritten.
 pub fn write(root: &Sysroot, output: &str, text: &str) -> Result<()> {
     let real = root.path(output);
     if let Some(dir) = Path::new(&real).parent() {
         create_dir_all(dir, 0o755).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_atomic(&real, text.as_bytes(), 0o644).with_context(|| format!("writing {output}"))
+    write_if_changed(&real, text.as_bytes(), 0o644, Durability::Volatile)
+        .map(|_| ())
+        .with_context(|| format!("writing {output}"))
 }
 
 #[cfg(test)]

@@ -2,29 +2,71 @@
 //!
 //! It serves HTTPS on 127.0.0.1 and requires a client certificate signed by
 //! its client CA, like k3s. Its answers come from the real manifests
-//! directory under a test root: like k3s's deploy controller it turns each
-//! stage file into an Addon whose checksum is the file's SHA-256 and whose
-//! objects exist; like helm-controller it runs an install job per HelmChart
-//! (a new job uid whenever the chart's spec changes). A scenario makes
-//! files fail to apply, jobs fail, workloads stay unready, or the API
-//! answer nothing. Objects use the shapes of `tests/fixtures/kube/*.json`.
+//! directory under a test root, through models of the two upstream
+//! controllers that act on it, each citing the upstream code it follows:
+//!
+//! * k3s's deploy controller (`pkg/deploy/controller.go`): scans the
+//!   directory, creates the Addon before applying, records Warning events
+//!   on a failed apply and retries the file on every scan, and writes
+//!   `spec.checksum` only after a successful apply;
+//! * helm-controller (`pkg/controllers/chart/chart.go`, v0.17.7): one install
+//!   Job per HelmChart, replaced (same name, new uid) only when the chart's
+//!   `spec` changes, and a `Failed` condition on the HelmChart that stays
+//!   until the failed Job has been replaced.
+//!
+//! A scenario makes files fail to apply, jobs fail, workloads stay unready,
+//! the API answer nothing, or k3s report another version. Objects use the
+//! shapes of `tests/fixtures/kube/*.json`.
 
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Where k3s's deploy controller finds sightline's files (the path it
+/// reports in `spec.source` and in event messages).
+const K3S_MANIFESTS: &str = "/var/lib/rancher/k3s/server/manifests/sightline";
+
+/// How k3s's apply of one file fails.
+#[derive(Debug, Clone)]
+pub struct Reject {
+    /// The apply error (the part after "Applying manifest at ... failed: ").
+    pub message: String,
+    /// How many more scans fail before the apply succeeds (a CRD not yet
+    /// discovered, a webhook not yet ready); None: every scan.
+    pub scans: Option<u32>,
+}
+
+impl Reject {
+    /// Fails on every scan.
+    pub fn always(message: &str) -> Reject {
+        Reject {
+            message: message.into(),
+            scans: None,
+        }
+    }
+
+    /// Fails on the next `scans` scans, then succeeds.
+    pub fn for_scans(scans: u32, message: &str) -> Reject {
+        Reject {
+            message: message.into(),
+            scans: Some(scans),
+        }
+    }
+}
+
 /// What the fake cluster does.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Scenario {
-    /// Addon names whose files k3s refuses, with the event message.
-    pub reject: BTreeMap<String, String>,
-    /// HelmChart names whose install job fails.
+    /// Addon names whose files k3s fails to apply.
+    pub reject: BTreeMap<String, Reject>,
+    /// HelmChart names whose install jobs, created from now on, fail.
     pub failing_jobs: BTreeSet<String>,
     /// `kind/namespace/name` → the waiting reason of its pod (never ready).
     pub unready: BTreeMap<String, String>,
@@ -32,15 +74,84 @@ pub struct Scenario {
     pub down: bool,
     /// How many reads a deleted HelmChart lingers (its helm-delete job).
     pub delete_polls: u32,
+    /// How many requests pass before helm-controller replaces an install
+    /// Job whose chart spec changed: `reconcileJob` waits for the job
+    /// controller's sync and for the old pods to terminate.
+    pub replace_polls: u32,
+    /// The `gitVersion` that `/version` answers.
+    pub version: String,
     /// Every request path, in order.
     pub requests: Vec<String>,
     /// Alertmanager behind the service proxy: `service name → alertnames
     /// firing`. A service not listed has no endpoints.
     pub alertmanager: BTreeMap<String, Vec<String>>,
-    /// Last accepted file content per Addon.
-    accepted: BTreeMap<String, Vec<u8>>,
+    /// Apply attempts per Addon (successful or not).
+    pub attempts: BTreeMap<String, u32>,
+    /// Whether the first (forced) scan ran.
+    scanned: bool,
+    /// mtime per file, cached only after a successful apply.
+    mtimes: BTreeMap<PathBuf, SystemTime>,
+    addons: BTreeMap<String, Addon>,
+    events: Vec<Value>,
+    jobs: BTreeMap<String, Job>,
+    /// Charts whose status still says Failed=True after their failed Job was deleted.
+    failed_status: BTreeSet<String>,
     /// HelmCharts being deleted → remaining reads.
     deleting: BTreeMap<String, u32>,
+    next_uid: u64,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            reject: BTreeMap::new(),
+            failing_jobs: BTreeSet::new(),
+            unready: BTreeMap::new(),
+            down: false,
+            delete_polls: 2,
+            replace_polls: 3,
+            version: "v1.33.4+k3s1".into(),
+            requests: Vec::new(),
+            alertmanager: BTreeMap::new(),
+            attempts: BTreeMap::new(),
+            scanned: false,
+            mtimes: BTreeMap::new(),
+            addons: BTreeMap::new(),
+            events: Vec::new(),
+            jobs: BTreeMap::new(),
+            failed_status: BTreeSet::new(),
+            deleting: BTreeMap::new(),
+            next_uid: 1,
+        }
+    }
+}
+
+impl Scenario {
+    fn uid(&mut self) -> String {
+        self.next_uid += 1;
+        format!("00000000-0000-4000-8000-{:012x}", self.next_uid)
+    }
+}
+
+/// k3s's Addon: created before the first apply, checksum only after a good one.
+#[derive(Debug)]
+struct Addon {
+    uid: String,
+    source: String,
+    checksum: Option<String>,
+    /// The content of the last successful apply: what exists in the cluster.
+    applied: Option<Vec<u8>>,
+}
+
+/// helm-controller's install Job for one chart.
+#[derive(Debug)]
+struct Job {
+    uid: String,
+    /// The chart spec it was built from.
+    spec: Value,
+    failed: bool,
+    /// Requests left before a spec change replaces it.
+    replace_in: Option<u32>,
 }
 
 /// A running fake API server.
@@ -82,10 +193,7 @@ impl KubeFake {
     pub fn start(root: &Path) -> KubeFake {
         let pki = pki(root);
         let manifests = root.join("var/lib/rancher/k3s/server/manifests/sightline");
-        let scenario = Arc::new(Mutex::new(Scenario {
-            delete_polls: 2,
-            ..Default::default()
-        }));
+        let scenario = Arc::new(Mutex::new(Scenario::default()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sc = scenario.clone();
         let thread = std::thread::spawn(move || {
@@ -190,46 +298,205 @@ fn list(kind: &str, items: Vec<Value>) -> String {
         .to_string()
 }
 
-fn docs(content: &[u8]) -> Vec<Value> {
+/// The documents of a file as k3s's `yamlToObjects` sees them: a document
+/// that does not parse fails the whole file; empty ones are dropped.
+fn parse(content: &[u8]) -> Result<Vec<Value>, String> {
     let text = String::from_utf8_lossy(content);
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .filter_map(|d| <Value as serde::Deserialize>::deserialize(d).ok())
-        .filter(|v| v.is_object())
-        .collect()
-}
-
-/// The deploy controller: read every stage file, accept or reject it.
-fn sync(s: &mut Scenario, manifests: &Path) {
-    let mut present = BTreeSet::new();
-    if let Ok(rd) = std::fs::read_dir(manifests) {
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') || !name.ends_with(".yaml") {
-                continue;
-            }
-            let addon = name.split('.').next().unwrap().to_string();
-            present.insert(addon.clone());
-            if !s.reject.contains_key(&addon) {
-                let data = std::fs::read(e.path()).unwrap();
-                s.accepted.insert(addon, data);
-            }
+    let mut out = Vec::new();
+    for d in serde_yaml_ng::Deserializer::from_str(&text) {
+        let v = <Value as serde::Deserialize>::deserialize(d).map_err(|e| e.to_string())?;
+        if v.is_object() {
+            out.push(v);
         }
     }
-    // Deleting a file deletes nothing: accepted content stays.
-    let charts_now: BTreeSet<String> = helmcharts(s).keys().cloned().collect();
-    let before: Vec<String> = s.deleting.keys().cloned().collect();
-    for c in before {
-        if charts_now.contains(&c) {
-            s.deleting.remove(&c);
-        }
-    }
-    let _ = present;
+    Ok(out)
 }
 
+fn docs(content: &[u8]) -> Vec<Value> {
+    parse(content).unwrap_or_default()
+}
+
+fn now() -> String {
+    sightline::clock::rfc3339(SystemTime::now())
+}
+
+/// Records an event the way client-go's recorder does: an identical event
+/// (same object, type, reason, message) raises `count` and `lastTimestamp`
+/// of the existing one rather than adding another.
+fn record(s: &mut Scenario, addon: &str, kind: &str, reason: &str, message: String) {
+    let t = now();
+    let uid = s
+        .addons
+        .get(addon)
+        .map(|a| a.uid.clone())
+        .unwrap_or_default();
+    if let Some(e) = s.events.iter_mut().find(|e| {
+        e["involvedObject"]["name"] == addon
+            && e["type"] == kind
+            && e["reason"] == reason
+            && e["message"] == message.as_str()
+    }) {
+        e["count"] = json!(e["count"].as_u64().unwrap_or(1) + 1);
+        e["lastTimestamp"] = json!(t);
+        return;
+    }
+    let mut e = item("events-addon-failed.json", 0);
+    let n = s.events.len();
+    e["metadata"]["name"] = json!(format!("{addon}.{n:016x}"));
+    e["metadata"]["creationTimestamp"] = json!(t);
+    e["involvedObject"]["name"] = json!(addon);
+    e["involvedObject"]["uid"] = json!(uid);
+    e["type"] = json!(kind);
+    e["reason"] = json!(reason);
+    e["message"] = json!(message);
+    e["count"] = json!(1);
+    e["firstTimestamp"] = json!(t);
+    e["lastTimestamp"] = json!(t);
+    s.events.push(e);
+}
+
+/// What the apiserver refuses in a file: the scenario's rejection, and the
+/// HelmChart CRD's enum for `spec.failurePolicy` (helm-controller v0.17.7
+/// `pkg/crds/yaml/generated/helm.cattle.io_helmcharts.yaml`).
+fn refusal(s: &mut Scenario, addon: &str, objs: &[Value]) -> Option<String> {
+    if let Some(r) = s.reject.get_mut(addon) {
+        match r.scans {
+            Some(0) => {}
+            Some(ref mut n) => {
+                *n -= 1;
+                return Some(r.message.clone());
+            }
+            None => return Some(r.message.clone()),
+        }
+    }
+    for o in objs.iter().filter(|o| o["kind"] == "HelmChart") {
+        if let Some(fp) = o["spec"]["failurePolicy"].as_str()
+            && !["abort", "reinstall", "retry"].contains(&fp)
+        {
+            return Some(format!(
+                "failed to create kube-system/{} helm.cattle.io/v1, Kind=HelmChart for  kube-system/{addon}: HelmChart.helm.cattle.io {:?} is invalid: spec.failurePolicy: Unsupported value: {fp:?}: supported values: \"abort\", \"reinstall\", \"retry\"",
+                o["metadata"]["name"].as_str().unwrap_or(""),
+                o["metadata"]["name"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    None
+}
+
+/// k3s `deploy()`: the Addon is created first (so events can name it), the
+/// checksum compared, the file parsed and applied; `spec.checksum` is
+/// written only after the apply succeeded.
+fn deploy(s: &mut Scenario, path: &Path, compare_checksum: bool) -> Result<(), ()> {
+    let file = path.file_name().unwrap().to_string_lossy().into_owned();
+    // `basename`: everything before the first dot.
+    let name = file.split('.').next().unwrap().to_string();
+    let source = format!("{K3S_MANIFESTS}/{file}");
+    if !s.addons.contains_key(&name) {
+        let uid = s.uid();
+        s.addons.insert(
+            name.clone(),
+            Addon {
+                uid,
+                source: source.clone(),
+                checksum: None,
+                applied: None,
+            },
+        );
+    }
+    s.addons.get_mut(&name).unwrap().source = source.clone();
+    let content = match std::fs::read(path) {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("Read manifest at {source:?} failed: {e}");
+            record(s, &name, "Warning", "ReadManifestFailed", msg);
+            return Err(());
+        }
+    };
+    let sum = sha(&content);
+    if compare_checksum && s.addons[&name].checksum.as_deref() == Some(sum.as_str()) {
+        return Ok(());
+    }
+    *s.attempts.entry(name.clone()).or_default() += 1;
+    let objs = match parse(&content) {
+        Ok(o) => o,
+        Err(e) => {
+            let msg = format!("Parse manifest at {source:?} failed: {e}");
+            record(s, &name, "Warning", "ParseManifestFailed", msg);
+            return Err(());
+        }
+    };
+    record(
+        s,
+        &name,
+        "Normal",
+        "ApplyingManifest",
+        format!("Applying manifest at {source:?}"),
+    );
+    if let Some(why) = refusal(s, &name, &objs) {
+        let msg = format!("Applying manifest at {source:?} failed: {why}");
+        record(s, &name, "Warning", "ApplyManifestFailed", msg);
+        return Err(());
+    }
+    record(
+        s,
+        &name,
+        "Normal",
+        "AppliedManifest",
+        format!("Applied manifest at {source:?}"),
+    );
+    let a = s.addons.get_mut(&name).unwrap();
+    a.checksum = Some(sum);
+    a.applied = Some(content);
+    Ok(())
+}
+
+/// One pass of k3s's `listFilesIn`: every manifest in name order; a file
+/// whose mtime is cached (only after a successful apply) is skipped, so a
+/// failed file is applied again on every scan. The first scan is forced
+/// and re-applies everything. k3s scans every 15 s; the stand-in scans on
+/// every request, so a test's polls are its scans.
+fn scan(s: &mut Scenario, manifests: &Path) {
+    let force = !s.scanned;
+    s.scanned = true;
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(manifests)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.sort();
+    for path in paths {
+        let name = path.file_name().unwrap().to_string_lossy().to_lowercase();
+        if name.starts_with('.') || ![".yaml", ".yml", ".json"].iter().any(|x| name.ends_with(x)) {
+            continue;
+        }
+        let Ok(mtime) = std::fs::metadata(&path).and_then(|m| m.modified()) else {
+            continue;
+        };
+        if !force && s.mtimes.get(&path) == Some(&mtime) {
+            continue;
+        }
+        if deploy(s, &path, !force).is_ok() {
+            s.mtimes.insert(path, mtime);
+        }
+    }
+}
+
+/// A HelmChart's spec as the apiserver stores it: the CRD's defaults filled
+/// in (`failurePolicy: reinstall`, `driver: secret`; helm-controller v0.17.7
+/// `pkg/crds/yaml/generated/helm.cattle.io_helmcharts.yaml`).
+fn stored_spec(doc: &Value) -> Value {
+    let mut spec = doc["spec"].clone();
+    for (k, v) in [("failurePolicy", "reinstall"), ("driver", "secret")] {
+        if spec.get(k).is_none() {
+            spec[k] = json!(v);
+        }
+    }
+    spec
+}
+
+/// The HelmCharts that exist: those in the last applied content of each Addon.
 fn helmcharts(s: &Scenario) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
-    for content in s.accepted.values() {
-        for d in docs(content) {
+    for a in s.addons.values() {
+        for d in docs(a.applied.as_deref().unwrap_or_default()) {
             if d["kind"] == "HelmChart" {
                 out.insert(d["metadata"]["name"].as_str().unwrap().to_string(), d);
             }
@@ -238,11 +505,70 @@ fn helmcharts(s: &Scenario) -> BTreeMap<String, Value> {
     out
 }
 
+/// helm-controller: one install Job per chart, built from the chart's name
+/// and spec only (`job()`), so labels never replace it. A spec change
+/// replaces it once `reconcileJob` lets it (after `replace_polls` requests
+/// here) through `apply.ErrReplace`: the old Job is deleted, and the new
+/// one (same name, new uid) is created by a later sync (the next request
+/// here). `Failed=True` on the HelmChart stays from the old Job's failure
+/// until the sync that creates the new Job rewrites the status.
+fn reconcile_jobs(s: &mut Scenario) {
+    let charts = helmcharts(s);
+    s.jobs.retain(|name, _| charts.contains_key(name));
+    s.failed_status.retain(|name| charts.contains_key(name));
+    for (name, doc) in charts {
+        let spec = stored_spec(&doc);
+        let Some(j) = s.jobs.get_mut(&name) else {
+            let uid = s.uid();
+            let failed = s.failing_jobs.contains(&name);
+            s.failed_status.remove(&name);
+            s.jobs.insert(
+                name,
+                Job {
+                    uid,
+                    spec,
+                    failed,
+                    replace_in: None,
+                },
+            );
+            continue;
+        };
+        let left = if j.spec == spec {
+            None
+        } else {
+            Some(
+                j.replace_in
+                    .map_or(s.replace_polls, |n| n.saturating_sub(1)),
+            )
+        };
+        j.replace_in = left;
+        if left == Some(0) {
+            if j.failed {
+                s.failed_status.insert(name.clone());
+            }
+            s.jobs.remove(&name);
+        }
+    }
+}
+
 fn objects(s: &Scenario) -> BTreeSet<String> {
-    s.accepted
+    s.addons
         .values()
-        .flat_map(|c| sightline::rollout::object_paths(c))
+        .filter_map(|a| a.applied.as_deref())
+        .flat_map(sightline::rollout::object_paths)
         .collect()
+}
+
+/// `GET /version`: the apiserver's `version.Info` (k8s.io/apimachinery
+/// `pkg/version/types.go`), in which k3s reports its own release as
+/// `gitVersion` (`v1.33.4+k3s1`) and the Kubernetes minor as `minor`.
+fn version_json(git_version: &str) -> String {
+    let mut v = fixture("version.json");
+    let mut parts = git_version.trim_start_matches('v').split('.');
+    v["major"] = json!(parts.next().unwrap_or(""));
+    v["minor"] = json!(parts.next().unwrap_or(""));
+    v["gitVersion"] = json!(git_version);
+    v.to_string()
 }
 
 fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
@@ -250,10 +576,14 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
         return (503, "k3s is starting".into());
     }
     let before: BTreeSet<String> = helmcharts(s).keys().cloned().collect();
-    sync(s, manifests);
+    scan(s, manifests);
+    reconcile_jobs(s);
     let after: BTreeSet<String> = helmcharts(s).keys().cloned().collect();
     for gone in before.difference(&after) {
         s.deleting.insert(gone.clone(), s.delete_polls);
+    }
+    for back in &after {
+        s.deleting.remove(back);
     }
     let (path, query) = full.split_once('?').unwrap_or((full, ""));
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -310,6 +640,7 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
                 .collect();
             (200, Value::Array(alerts).to_string())
         }
+        ["version"] => (200, version_json(&s.version)),
         [
             "apis",
             "k3s.cattle.io",
@@ -318,14 +649,18 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
             "kube-system",
             "addons",
             name,
-        ] => match s.accepted.get(*name) {
-            Some(content) => {
+        ] => match s.addons.get(*name) {
+            Some(addon) => {
                 let mut a = item("addons.json", 0);
                 a["metadata"]["name"] = json!(name);
-                a["spec"]["checksum"] = json!(sha(content));
-                a["spec"]["source"] = json!(format!(
-                    "/var/lib/rancher/k3s/server/manifests/sightline/{name}.yaml"
-                ));
+                a["metadata"]["uid"] = json!(addon.uid);
+                a["spec"]["source"] = json!(addon.source);
+                match &addon.checksum {
+                    Some(c) => a["spec"]["checksum"] = json!(c),
+                    None => {
+                        a["spec"].as_object_mut().unwrap().remove("checksum");
+                    }
+                }
                 (200, a.to_string())
             }
             None => not_found(path),
@@ -338,18 +673,12 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
                 .split('&')
                 .next()
                 .unwrap_or("");
-            let items = match s.reject.get(name) {
-                Some(msg) => {
-                    let mut e = item("events-addon-failed.json", 0);
-                    e["type"] = json!("Warning");
-                    e["reason"] = json!("ApplyManifestFailed");
-                    e["message"] = json!(msg);
-                    e["involvedObject"]["name"] = json!(name);
-                    e["lastTimestamp"] = json!("2999-01-01T00:00:00Z");
-                    vec![e]
-                }
-                None => vec![],
-            };
+            let items = s
+                .events
+                .iter()
+                .filter(|e| e["involvedObject"]["name"] == name)
+                .cloned()
+                .collect();
             (200, list("EventList", items))
         }
         [
@@ -361,12 +690,20 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
             "helmcharts",
             name,
         ] => {
-            if let Some(hc) = helmcharts(s).get(*name) {
+            if let Some(doc) = helmcharts(s).get(*name) {
                 let mut h = item("helmcharts.json", 0);
                 h["metadata"]["name"] = json!(name);
                 h["metadata"]["uid"] = json!(format!("hc-{name}"));
-                h["spec"] = hc["spec"].clone();
+                h["metadata"]["labels"] = doc["metadata"]["labels"].clone();
+                h["spec"] = stored_spec(doc);
                 h["status"]["jobName"] = json!(format!("helm-install-{name}"));
+                // chart.go OnChange: Failed=True is written while the
+                // current Job has failed and stays until the sync that
+                // creates its replacement writes Failed=False.
+                if s.jobs.get(*name).is_some_and(|j| j.failed) || s.failed_status.contains(*name) {
+                    h["status"]["conditions"][1] = json!({"type": "Failed", "status": "True",
+                        "reason": "Job failed", "message": "Job has reached configured number of retries without succeeding"});
+                }
                 return (200, h.to_string());
             }
             match s.deleting.get_mut(*name) {
@@ -390,15 +727,14 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
             job,
         ] => {
             let chart = job.trim_start_matches("helm-install-");
-            let Some(hc) = helmcharts(s).get(chart).cloned() else {
+            let Some(fj) = s.jobs.get(chart) else {
                 return not_found(path);
             };
-            let failing = s.failing_jobs.contains(chart);
-            let mut j = item("jobs.json", if failing { 0 } else { 1 });
+            let mut j = item("jobs.json", if fj.failed { 0 } else { 1 });
             j["metadata"]["name"] = json!(job);
-            j["metadata"]["uid"] = json!(sha(hc["spec"].to_string().as_bytes())[..16].to_string());
+            j["metadata"]["uid"] = json!(fj.uid);
             j["metadata"]["ownerReferences"][0]["uid"] = json!(format!("hc-{chart}"));
-            j["spec"] = json!({"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": format!("job-{chart}")}}});
+            j["spec"] = json!({"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": fj.uid}}});
             (200, j.to_string())
         }
         ["api", "v1", "namespaces", ns, "pods"] => {
@@ -407,8 +743,8 @@ fn route(s: &mut Scenario, manifests: &Path, full: &str) -> (u16, String) {
                 .replace("%2F", "/")
                 .replace("%2C", ",");
             let mut items = Vec::new();
-            if let Some(chart) = sel.split("controller-uid=job-").nth(1) {
-                if s.failing_jobs.contains(chart) {
+            if let Some(uid) = sel.split("controller-uid=").nth(1) {
+                if let Some((chart, _)) = s.jobs.iter().find(|(_, j)| j.uid == uid && j.failed) {
                     let mut p = item("pods.json", 0);
                     p["metadata"]["name"] = json!(format!("helm-install-{chart}-x1"));
                     p["status"]["containerStatuses"] = json!([{"name":"helm","state":{"terminated":{"exitCode":1,"reason":"Error"}}}]);

@@ -1,15 +1,17 @@
 //! One pass of the cluster layer, as `apply`, `plan`, `render` and the
-//! daemon run it.
+//! daemon run it: render the stages this machine should have, then roll
+//! them out through k3s.
 
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::{Progress, Rollout, RolloutReport, RolloutResult, Timing};
+use super::status::StageStatus;
 use crate::bundle::{Bundle, RenderedStage, StageInputs, render_stages};
 use crate::config::{Config, LoadedConfig};
 use crate::decide::{Decisions, Tier, decide_runtime_security};
-use crate::engine::State;
 use crate::facts::{Facts, K3sRole};
+use crate::rollout::{Progress, Rollout, RolloutReport, RolloutResult, Timing};
+use crate::state::State;
 use crate::sysroot::Sysroot;
 
 /// The chart archives in `[bundle] airgap_charts_dir`, if configured.
@@ -109,6 +111,30 @@ pub enum ClusterOutcome {
 }
 
 impl ClusterOutcome {
+    /// Each stage's state, for the status file.
+    pub fn stage_statuses(&self) -> Vec<StageStatus> {
+        match self {
+            ClusterOutcome::Rollout(r) => r
+                .stages
+                .iter()
+                .map(|s| StageStatus {
+                    name: s.name.clone(),
+                    state: s.state,
+                    detail: s.detail.clone(),
+                })
+                .collect(),
+            ClusterOutcome::Skipped { .. } => Vec::new(),
+        }
+    }
+
+    /// The running k3s version, when the API answered (for `status`).
+    pub fn k3s_version(&self) -> Option<&crate::k3s::K3sVersion> {
+        match self {
+            ClusterOutcome::Rollout(r) => r.k3s_version.as_ref(),
+            ClusterOutcome::Skipped { .. } => None,
+        }
+    }
+
     /// One line for status and logs.
     pub fn line(&self) -> String {
         match self {
@@ -118,8 +144,11 @@ impl ClusterOutcome {
                 RolloutResult::Failed { stage, reason } => {
                     format!("stage {stage} failed: {reason}")
                 }
-                RolloutResult::ApiUnreachable { reason } => {
+                RolloutResult::ApiUnreachable { reason, .. } => {
                     format!("pending: the k3s API does not answer ({reason})")
+                }
+                RolloutResult::K3sTooOld(too_old) => {
+                    format!("not started: {too_old}; the host layer is applied")
                 }
             },
         }
@@ -127,17 +156,28 @@ impl ClusterOutcome {
 }
 
 /// Rolls the stages out (or says why not).
-pub async fn run(
-    root: &Sysroot,
+pub async fn run_cluster(
+    ctx: &super::Ctx,
     cfg: &LoadedConfig,
     progress: Progress,
     wait_for_api: bool,
 ) -> Result<ClusterOutcome> {
-    let facts = Facts::detect(root);
+    let root = &ctx.root;
+    let (facts, cfg) = super::observe(ctx, cfg).await;
+    let cfg = &cfg;
     if let Some(reason) = not_applicable(&facts) {
         return Ok(ClusterOutcome::Skipped { reason });
     }
     let (stages, _bundle, _) = desired_stages(root, cfg, &facts, None, true)?;
+    let skipped_by_k3s = stages
+        .iter()
+        .filter_map(|s| {
+            facts
+                .k3s
+                .stage_skip_reason(&cfg.config.paths.manifests_dir, &s.file_name)
+                .map(|why| (s.stage.name.clone(), why))
+        })
+        .collect();
     let airgap: Vec<String> = match (
         &cfg.config.bundle.airgap_charts_dir,
         airgap_charts(root, &cfg.config)?,
@@ -155,6 +195,7 @@ pub async fn run(
         timing: Timing::from_config(&cfg.config),
         progress,
         wait_for_api,
+        skipped_by_k3s,
     };
     Ok(ClusterOutcome::Rollout(r.run().await?))
 }

@@ -78,6 +78,49 @@ pub struct Counters {
     pub rollbacks: u64,
 }
 
+/// A rollout stage's state. Serialised in lower case, as state files of
+/// earlier releases wrote it as a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageState {
+    /// Not written yet.
+    Pending,
+    /// Being written.
+    Applying,
+    /// Written; waiting for its gates.
+    Waiting,
+    /// All gates hold.
+    Healthy,
+    /// A gate failed or timed out.
+    Failed,
+    /// Its file emptied after a tier or component change; waiting for k3s
+    /// to delete its objects.
+    Pruning,
+    /// Removed after a tier or component change.
+    Pruned,
+}
+
+impl StageState {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            StageState::Pending => "pending",
+            StageState::Applying => "applying",
+            StageState::Waiting => "waiting",
+            StageState::Healthy => "healthy",
+            StageState::Failed => "failed",
+            StageState::Pruning => "pruning",
+            StageState::Pruned => "pruned",
+        }
+    }
+}
+
+impl std::fmt::Display for StageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A stage sightline placed in the manifests directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StageRecord {
@@ -86,7 +129,7 @@ pub struct StageRecord {
     /// SHA-256 of the file as written.
     pub sha256: String,
     /// Last known health.
-    pub state: String,
+    pub state: StageState,
     /// REST paths of the stage's objects, to wait for their deletion on prune.
     #[serde(default)]
     pub objects: Vec<String>,
@@ -153,33 +196,37 @@ impl State {
         })?;
         match text {
             None => Ok(State::default()),
-            Some(text) => serde_json::from_str(&text).with_context(|| {
-                format!("{path} is corrupt; move it aside to start over (sightline then re-adopts the files it finds)")
-            }),
+            Some(text) => {
+                let state: State = serde_json::from_str(&text).with_context(|| {
+                    format!("{path} is corrupt; move it aside to start over (sightline then re-adopts the files it finds)")
+                })?;
+                // Saving a newer format through this release would drop the
+                // fields it does not know, and with them what a newer
+                // sightline recorded (backups, stages).
+                if state.version > STATE_VERSION {
+                    anyhow::bail!(
+                        "{path} was written by a newer sightline (state format {}, this release reads up to {STATE_VERSION}); install that release again, or move the file aside to start over",
+                        state.version
+                    );
+                }
+                Ok(state)
+            }
         }
     }
 
-    /// Saves the state atomically.
+    /// Saves the state atomically, and only when its content changed: a
+    /// re-check that finds nothing to do must not wear an SD card.
     pub fn save(&self, root: &Sysroot, cfg: &Config) -> Result<()> {
         let path = Self::path(cfg);
         let mut text = serde_json::to_string_pretty(self)?;
         text.push('\n');
+        if root.read(&path).ok().flatten().as_deref() == Some(text.as_bytes()) {
+            return Ok(());
+        }
         write_atomic(&root.path(&path), text.as_bytes(), 0o600)
             .with_context(|| format!("writing {path}"))
     }
-
-    /// Digest over the managed files of a component (path and content hash), or
-    /// `None` when it has no files.
-    pub fn component_digest(&self, component: Component) -> Option<String> {
-        digest_of(
-            self.files
-                .iter()
-                .filter(|(_, f)| f.component == component)
-                .map(|(p, f)| (p.as_str(), f.sha256.as_str())),
-        )
-    }
 }
-
 impl State {
     /// True when a managed path (host path) no longer matches what sightline
     /// recorded: content, mode, or existence. Paths it does not manage are
@@ -190,7 +237,7 @@ impl State {
         if let Some(f) = self.files.get(path) {
             return match (std::fs::read(&real), std::fs::metadata(&real)) {
                 (Ok(data), Ok(m)) => {
-                    super::sha256_hex(&data) != f.sha256
+                    crate::digest::sha256_hex(&data) != f.sha256
                         || m.permissions().mode() & 0o7777 != f.mode
                 }
                 _ => true,
@@ -203,15 +250,4 @@ impl State {
         }
         false
     }
-}
-
-/// Digest over (path, sha256) pairs; `None` for an empty set.
-pub fn digest_of<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Option<String> {
-    let mut v: Vec<_> = pairs.collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort();
-    let joined: String = v.iter().map(|(p, h)| format!("{p}\0{h}\n")).collect();
-    Some(super::sha256_hex(joined.as_bytes()))
 }

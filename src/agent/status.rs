@@ -1,10 +1,10 @@
-//! `/run/sightline/status.json`, written after every converge and read by
-//! `sightline status`.
+//! `/run/sightline/status.json`, written after a converge or cluster pass
+//! whenever its content changed, and read by `sightline status`.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::write_atomic;
+use crate::atomic::{Durability, write_if_changed};
 use crate::config::Config;
 use crate::effects::Effect;
 use crate::sysroot::Sysroot;
@@ -27,12 +27,12 @@ pub struct LastConverge {
 }
 
 /// State of one rollout stage.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageStatus {
     /// Stage name.
     pub name: String,
-    /// pending, applying, waiting, healthy, failed, skipped.
-    pub state: String,
+    /// Its state.
+    pub state: crate::state::StageState,
     /// Why (for failed or waiting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
@@ -83,10 +83,18 @@ impl Status {
         serde_json::from_str(&text).with_context(|| format!("{p} is corrupt"))
     }
 
-    /// Writes the status file (world-readable: it holds no secrets).
+    /// Writes the status file (world-readable: it holds no secrets) when
+    /// its content changed. It lives on tmpfs, so no fsync.
     pub fn write(&self, root: &Sysroot, cfg: &Config) -> Result<()> {
         let text = serde_json::to_string_pretty(self)? + "\n";
-        write_atomic(&root.path(Self::path(cfg)), text.as_bytes(), 0o644)
-            .context("writing status.json")
+        let path = Self::path(cfg);
+        write_if_changed(
+            &root.path(&path),
+            text.as_bytes(),
+            0o644,
+            Durability::Volatile,
+        )
+        .map(|_| ())
+        .with_context(|| format!("writing {path}"))
     }
 }

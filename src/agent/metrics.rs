@@ -2,29 +2,53 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{Context, Result};
+use std::time::SystemTime;
 
 use super::status::Status;
-use crate::config::Config;
-use crate::engine::State;
-use crate::sysroot::Sysroot;
+use crate::state::{StageState, State};
 
-/// Renders the metrics.
-pub fn render(state: &State, st: &Status, now_unix: u64, rss_bytes: Option<u64>) -> String {
-    let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+/// Renders the metrics. `converged_at` is the time of the converge they
+/// describe, not the time they are written.
+pub fn render(
+    state: &State,
+    st: &Status,
+    converged_at: SystemTime,
+    rss_bytes: Option<u64>,
+) -> String {
+    let mut t = Textfile::default();
+    converge_metrics(&mut t, state, st, converged_at);
+    stage_metrics(&mut t, st);
+    process_metrics(&mut t, st, rss_bytes);
+    t.0
+}
+
+/// A node_exporter textfile being written.
+#[derive(Default)]
+struct Textfile(String);
+
+impl Textfile {
+    fn metric(&mut self, name: &str, kind: &str, help: &str, samples: &[(String, f64)]) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
         for (labels, v) in samples {
-            let _ = writeln!(out, "{name}{labels} {v}");
+            let _ = writeln!(self.0, "{name}{labels} {v}");
         }
+    }
+}
+
+fn converge_metrics(t: &mut Textfile, state: &State, st: &Status, converged_at: SystemTime) {
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
+        t.metric(name, kind, help, samples)
     };
+    let converged_unix = converged_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let ok = st.last_converge.as_ref().is_some_and(|c| c.ok);
     metric(
         "sightline_last_converge_timestamp_seconds",
         "gauge",
         "Unix time of the last converge.",
-        &[(String::new(), now_unix as f64)],
+        &[(String::new(), converged_unix as f64)],
     );
     metric(
         "sightline_converge_success",
@@ -56,6 +80,9 @@ pub fn render(state: &State, st: &Status, now_unix: u64, rss_bytes: Option<u64>)
         "Follow-up effects not yet executed.",
         &[(String::new(), st.pending_effects.len() as f64)],
     );
+}
+
+fn stage_metrics(t: &mut Textfile, st: &Status) {
     if !st.stages.is_empty() {
         let samples: Vec<(String, f64)> = st
             .stages
@@ -63,26 +90,29 @@ pub fn render(state: &State, st: &Status, now_unix: u64, rss_bytes: Option<u64>)
             .map(|s| {
                 (
                     format!("{{stage=\"{}\"}}", s.name),
-                    f64::from(u8::from(s.state == "healthy")),
+                    f64::from(u8::from(s.state == StageState::Healthy)),
                 )
             })
             .collect();
-        metric(
+        t.metric(
             "sightline_stage_healthy",
             "gauge",
             "1 when the rollout stage is healthy.",
             &samples,
         );
     }
+}
+
+fn process_metrics(t: &mut Textfile, st: &Status, rss_bytes: Option<u64>) {
     if let Some(rss) = rss_bytes {
-        metric(
+        t.metric(
             "sightline_process_resident_memory_bytes",
             "gauge",
             "Resident memory of the process that wrote this file.",
             &[(String::new(), rss as f64)],
         );
     }
-    metric(
+    t.metric(
         "sightline_info",
         "gauge",
         "sightline version and decisions.",
@@ -96,7 +126,6 @@ pub fn render(state: &State, st: &Status, now_unix: u64, rss_bytes: Option<u64>)
             1.0,
         )],
     );
-    out
 }
 
 /// The resident memory of this process, via sysinfo.
@@ -109,15 +138,4 @@ pub fn own_rss() -> Option<u64> {
         sysinfo::ProcessRefreshKind::nothing().with_memory(),
     );
     sys.process(pid).map(|p| p.memory())
-}
-
-/// Writes the metrics file atomically.
-pub fn write(root: &Sysroot, cfg: &Config, state: &State, st: &Status) -> Result<()> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let text = render(state, st, now, own_rss());
-    crate::throttle::write(root, &cfg.daemon.metrics_file, &text)
-        .context("writing sightline's metrics")
 }
