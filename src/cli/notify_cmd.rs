@@ -14,7 +14,7 @@ use crate::notify::event::{EventKind, Notice, Phase};
 use crate::notify::k3s::K3sHealth;
 use crate::notify::message::{node_name, render, utc};
 use crate::notify::monitor::{MonitorState, Observation, PipelineHealth};
-use crate::notify::observe::{ClusterView, StageView, observe};
+use crate::notify::observe::observe;
 use crate::notify::queue::Queue;
 use crate::notify::stats::{Deliveries, DeliveryResult, LastDelivery};
 use crate::notify::store::{JsonFile, Paths};
@@ -133,22 +133,6 @@ fn record(ctx: &Ctx, cfg: &crate::config::Config, results: &[ChannelResult], tit
     }
 }
 
-/// The cluster as the status file has it, for the pipeline check.
-pub fn cluster_view(st: &crate::agent::Status) -> ClusterView {
-    ClusterView {
-        tier: st.tier.clone(),
-        stages: st
-            .stages
-            .iter()
-            .map(|s| StageView {
-                name: s.name.clone(),
-                state: s.state,
-                detail: s.detail.clone(),
-            })
-            .collect(),
-    }
-}
-
 /// What the notifier sees right now: k3s (and how a stop on purpose was
 /// told from a failure) and the alert pipeline. Needs the system bus.
 fn probe(ctx: &Ctx, cfg: &crate::config::Config) -> Option<Observation> {
@@ -166,7 +150,7 @@ fn probe(ctx: &Ctx, cfg: &crate::config::Config) -> Option<Observation> {
         let api = crate::k3s::K3sApi::from_config(&ctx.root, cfg).ok();
         let cluster = crate::agent::Status::read(&ctx.root, cfg)
             .ok()
-            .map(|st| cluster_view(&st));
+            .map(|st| crate::agent::cluster_view(&st));
         Some(observe(&ctx.root, cfg, Some(&sd), api.as_ref(), cluster.as_ref()).await)
     })
 }

@@ -277,6 +277,8 @@ pub struct NotifyConfig {
     pub pipeline_silent_minutes: u64,
     /// An event that lasts is sent again at most this often.
     pub repeat_hours: u64,
+    /// How often the daemon looks (k3s, the pipeline, stages).
+    pub poll_seconds: u64,
 }
 
 impl Default for NotifyConfig {
@@ -286,6 +288,7 @@ impl Default for NotifyConfig {
             k3s_down_minutes: 3,
             pipeline_silent_minutes: 15,
             repeat_hours: 12,
+            poll_seconds: 30,
         }
     }
 }
