@@ -143,17 +143,27 @@ pub fn from_config(root: &Sysroot, cfg: &LoadedConfig) -> Result<Vec<Channel>, S
 
 /// The HTTP client for the webhook channels: rustls with the ring provider
 /// and the system's roots (rustls-platform-verifier, as reqwest chooses).
+/// A machine without a CA bundle (the platform verifier then refuses to
+/// build) still gets a client: plain http works, and https fails per
+/// request with a certificate error that names the problem.
 pub(crate) fn http_client() -> Result<reqwest::Client, SendError> {
     // reqwest is built without a default provider; install ring once per
     // process (a second install fails harmlessly).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(SEND_TIMEOUT)
-        .build()
-        .map_err(|e| SendError::Transport {
-            detail: format!("building the HTTP client: {e}"),
-        })
+    let builder = || {
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(SEND_TIMEOUT)
+    };
+    builder().build().or_else(|e| {
+        tracing::warn!(error = %error_chain(&e), "no system CA roots; https channels will fail");
+        builder()
+            .tls_certs_only(Vec::new())
+            .build()
+            .map_err(|e| SendError::Transport {
+                detail: format!("building the HTTP client: {}", error_chain(&e)),
+            })
+    })
 }
 
 /// Maps a reqwest error without its URL (which may carry a token).
