@@ -67,7 +67,8 @@ async fn a_failing_channel_delays_neither_the_caller_nor_the_others() {
         JsonFile::new(&root, "/q.json"),
         JsonFile::new(&root, "/s.json"),
         FAST,
-    );
+    )
+    .with_metrics(d.path().join("n.prom"));
     let t = Instant::now();
     disp.enqueue(&message());
     assert!(
@@ -109,6 +110,11 @@ async fn a_failing_channel_delays_neither_the_caller_nor_the_others() {
     let on_disk: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.path().join("s.json")).unwrap()).unwrap();
     assert_eq!(on_disk["counts"]["discord"]["sent"], 1);
+    // And for node_exporter.
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("n.prom")).unwrap(),
+        prom
+    );
 }
 
 #[tokio::test]

@@ -235,6 +235,13 @@ fn the_daemon_reports_k3s_down_by_failure_and_resolved_but_not_a_stop_on_purpose
         counts["counts"]["ntfy"]["sent"].as_u64().unwrap() >= 1,
         "{counts}"
     );
+    let prom = c
+        .read_file("/run/node_exporter/textfile_collector/sightline_notifications.prom")
+        .unwrap();
+    assert!(
+        prom.contains("sightline_notifications_total{channel=\"discord\",result=\"failed\"}"),
+        "{prom}"
+    );
 
     // Back: "resolved".
     c.sh_ok("rm /etc/rancher/k3s/config.yaml.d/99-bad.yaml");

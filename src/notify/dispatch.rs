@@ -53,6 +53,8 @@ struct Shared {
     stats: Mutex<(Deliveries, JsonFile)>,
     wake: BTreeMap<ChannelKind, Notify>,
     backoff: Backoff,
+    /// A node_exporter textfile for the counters, when set.
+    metrics: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 impl Shared {
@@ -76,6 +78,12 @@ impl Shared {
         let (d, f) = &mut *s;
         if let Err(e) = f.save(d) {
             warn!(error = %format!("{e:#}"), "could not write the delivery counters");
+        }
+        if let Some(p) = self.metrics.get() {
+            // Counters only change here, so this writes only on a change.
+            if let Err(e) = crate::atomic::write_atomic(p, d.prometheus().as_bytes(), 0o644) {
+                warn!(file = %p.display(), error = %e, "could not write the notification metrics");
+            }
         }
     }
 }
@@ -106,12 +114,20 @@ impl Dispatcher {
             stats: Mutex::new((d, stats)),
             wake: channels.iter().map(|c| (c.kind(), Notify::new())).collect(),
             backoff,
+            metrics: std::sync::OnceLock::new(),
         });
         let tasks = channels
             .into_iter()
             .map(|c| tokio::spawn(worker(shared.clone(), c)))
             .collect();
         Dispatcher { shared, tasks }
+    }
+
+    /// Also keeps `sightline_notifications_total` in this node_exporter
+    /// textfile (real path), written whenever a counter changes.
+    pub fn with_metrics(self, textfile: std::path::PathBuf) -> Dispatcher {
+        let _ = self.shared.metrics.set(textfile);
+        self
     }
 
     /// Queues a message for every channel and returns at once.

@@ -26,7 +26,7 @@ pub mod secrets;
 pub mod stats;
 pub mod store;
 
-pub use notifier::{Notifier, record_clean_stop};
+pub use notifier::{Notifier, metrics_textfile, record_clean_stop};
 
 /// Seconds since the epoch.
 pub fn now() -> u64 {

@@ -50,6 +50,7 @@ impl Notifier {
                     JsonFile::new(root, &paths.deliveries),
                     Backoff::DAEMON,
                 )
+                .with_metrics(root.path(metrics_textfile(c)))
             })
         } else {
             None
@@ -165,6 +166,16 @@ impl Notifier {
             warn!(error = %format!("{e:#}"), "could not write the notifier's events");
         }
     }
+}
+
+/// The notification counters' textfile: beside `[daemon] metrics_file`,
+/// so node_exporter's textfile collector picks it up too.
+pub fn metrics_textfile(cfg: &Config) -> String {
+    let dir = std::path::Path::new(&cfg.daemon.metrics_file)
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/".into());
+    format!("{}/sightline_notifications.prom", dir.trim_end_matches('/'))
 }
 
 /// On SIGTERM: records the clean stop for this boot.
