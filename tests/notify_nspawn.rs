@@ -6,10 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::nspawn::{Container, Rootfs, install_standin_k3s, show, wait_until};
+use common::nspawn::{Container, Prepared, Rootfs, install_standin_k3s, show, wait_until};
 
-fn boot() -> Option<Container> {
-    let p = match Container::prepare("notify") {
+/// A root with the stand-in k3s and the sightline binary, or `None` (after
+/// reporting the skip) where containers cannot run.
+fn prepared(hint: &str) -> Option<Prepared> {
+    let p = match Container::prepare(hint) {
         Ok(p) => p,
         Err(skip) => {
             skip.report();
@@ -18,6 +20,11 @@ fn boot() -> Option<Container> {
     };
     install_standin_k3s(&p);
     p.install_file(env!("CARGO_BIN_EXE_sightline"), "/usr/bin/sightline", 0o755);
+    Some(p)
+}
+
+fn boot() -> Option<Container> {
+    let p = prepared("notify")?;
     let c = p.boot().unwrap_or_else(|s| panic!("{s}"));
     wait_until("k3s active", Duration::from_secs(30), || {
         c.sh("systemctl is-active k3s").status.success()
@@ -104,15 +111,7 @@ http.server.HTTPServer(("127.0.0.1", 8099), H).serve_forever()
 "#;
 
 fn daemon_container() -> Option<Container> {
-    let p = match Container::prepare("notify-daemon") {
-        Ok(p) => p,
-        Err(skip) => {
-            skip.report();
-            return None;
-        }
-    };
-    install_standin_k3s(&p);
-    p.install_file(env!("CARGO_BIN_EXE_sightline"), "/usr/bin/sightline", 0o755);
+    let p = prepared("notify-daemon")?;
     let repo = common::repo();
     p.install_file(
         repo.join("units/sightline.service"),
@@ -219,18 +218,24 @@ fn the_daemon_reports_k3s_down_by_failure_and_resolved_but_not_a_stop_on_purpose
 
     // The refusing channel (HTTP 500) was retried, counted, and did not
     // hold ntfy back.
-    wait_until("discord retried", Duration::from_secs(30), || {
-        posts(&c).iter().filter(|p| p["path"] == "/fail").count() >= 2
-    });
-    let counts: serde_json::Value = serde_json::from_str(
-        &c.read_file("/var/lib/sightline/notify/deliveries.json")
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(
-        counts["counts"]["discord"]["failed"].as_u64().unwrap() >= 2,
-        "{counts}"
+    let counts = || -> serde_json::Value {
+        serde_json::from_str(
+            &c.read_file("/var/lib/sightline/notify/deliveries.json")
+                .unwrap_or_else(|| "{}".into()),
+        )
+        .unwrap()
+    };
+    wait_until(
+        "discord retried and counted",
+        Duration::from_secs(30),
+        || {
+            counts()["counts"]["discord"]["failed"]
+                .as_u64()
+                .is_some_and(|n| n >= 2)
+        },
     );
+    assert!(posts(&c).iter().filter(|p| p["path"] == "/fail").count() >= 2);
+    let counts = counts();
     assert!(
         counts["counts"]["ntfy"]["sent"].as_u64().unwrap() >= 1,
         "{counts}"

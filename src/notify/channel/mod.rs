@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use crate::k3s::api::error_chain;
+
 use super::message::Message;
 use super::secrets::{Secret, SecretError, check_inline, read_file};
 use crate::config::LoadedConfig;
@@ -173,15 +175,6 @@ pub(crate) fn transport(e: reqwest::Error) -> SendError {
     }
 }
 
-/// An error with its sources, `a: b: c`.
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
     s
 }
 
