@@ -175,9 +175,6 @@ pub(crate) fn transport(e: reqwest::Error) -> SendError {
     }
 }
 
-    s
-}
-
 /// Turns a response into Ok or an HTTP error with a short body.
 pub(crate) async fn check(resp: reqwest::Response) -> Result<(), SendError> {
     let status = resp.status();
