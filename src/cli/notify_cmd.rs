@@ -174,6 +174,18 @@ fn pipeline_line(p: &PipelineHealth) -> String {
 
 fn show(ctx: &Ctx, cfg: &crate::config::Config, json: bool) -> Result<u8> {
     let now = probe(ctx, cfg);
+    if !json {
+        if let Some(o) = &now {
+            if let Some(k) = &o.k3s {
+                println!("k3s: {}", k3s_line(k));
+            }
+            if let Some(p) = &o.pipeline {
+                println!("alert pipeline: {}", pipeline_line(p));
+            }
+        }
+        print!("{}", status_section(ctx, cfg));
+        return Ok(0);
+    }
     let p = Paths::new(cfg);
     let events: MonitorState = JsonFile::new(&ctx.root, &p.events)
         .load()
@@ -184,33 +196,34 @@ fn show(ctx: &Ctx, cfg: &crate::config::Config, json: bool) -> Result<u8> {
     let deliveries: Deliveries = JsonFile::new(&ctx.root, &p.deliveries)
         .load()
         .unwrap_or_default();
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "enabled": cfg.notify_enabled(),
-                "k3s": now.as_ref().and_then(|o| o.k3s.clone()),
-                "pipeline": now.as_ref().and_then(|o| o.pipeline.clone()),
-                "open_events": events.open.values().collect::<Vec<_>>(),
-                "queued": queue.items.len(),
-                "deliveries": deliveries,
-            }))?
-        );
-        return Ok(0);
-    }
-    if let Some(o) = &now {
-        if let Some(k) = &o.k3s {
-            println!("k3s: {}", k3s_line(k));
-        }
-        if let Some(p) = &o.pipeline {
-            println!("alert pipeline: {}", pipeline_line(p));
-        }
-    }
-    print!(
+    println!(
         "{}",
-        render_summary(cfg.notify_enabled(), &events, &queue, &deliveries)
+        serde_json::to_string_pretty(&serde_json::json!({
+            "enabled": cfg.notify_enabled(),
+            "k3s": now.as_ref().and_then(|o| o.k3s.clone()),
+            "pipeline": now.as_ref().and_then(|o| o.pipeline.clone()),
+            "open_events": events.open.values().collect::<Vec<_>>(),
+            "queued": queue.items.len(),
+            "deliveries": deliveries,
+        }))?
     );
     Ok(0)
+}
+
+/// The notifier's part of `sightline status`, read from its files (for
+/// `status_cmd` to append).
+pub fn status_section(ctx: &Ctx, cfg: &crate::config::Config) -> String {
+    let p = Paths::new(cfg);
+    let events: MonitorState = JsonFile::new(&ctx.root, &p.events)
+        .load()
+        .unwrap_or_default();
+    let queue: Queue = JsonFile::new(&ctx.root, &p.queue)
+        .load()
+        .unwrap_or_default();
+    let deliveries: Deliveries = JsonFile::new(&ctx.root, &p.deliveries)
+        .load()
+        .unwrap_or_default();
+    render_summary(cfg.notify_enabled(), &events, &queue, &deliveries)
 }
 
 /// The notifier's part of `status`: open events, queue, last delivery per channel.
