@@ -186,16 +186,7 @@ fn show(ctx: &Ctx, cfg: &crate::config::Config, json: bool) -> Result<u8> {
         print!("{}", status_section(ctx, cfg));
         return Ok(0);
     }
-    let p = Paths::new(cfg);
-    let events: MonitorState = JsonFile::new(&ctx.root, &p.events)
-        .load()
-        .unwrap_or_default();
-    let queue: Queue = JsonFile::new(&ctx.root, &p.queue)
-        .load()
-        .unwrap_or_default();
-    let deliveries: Deliveries = JsonFile::new(&ctx.root, &p.deliveries)
-        .load()
-        .unwrap_or_default();
+    let (events, queue, deliveries) = files(ctx, cfg);
     println!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
@@ -213,17 +204,19 @@ fn show(ctx: &Ctx, cfg: &crate::config::Config, json: bool) -> Result<u8> {
 /// The notifier's part of `sightline status`, read from its files (for
 /// `status_cmd` to append).
 pub fn status_section(ctx: &Ctx, cfg: &crate::config::Config) -> String {
-    let p = Paths::new(cfg);
-    let events: MonitorState = JsonFile::new(&ctx.root, &p.events)
-        .load()
-        .unwrap_or_default();
-    let queue: Queue = JsonFile::new(&ctx.root, &p.queue)
-        .load()
-        .unwrap_or_default();
-    let deliveries: Deliveries = JsonFile::new(&ctx.root, &p.deliveries)
-        .load()
-        .unwrap_or_default();
+    let (events, queue, deliveries) = files(ctx, cfg);
     render_summary(cfg.notify_enabled(), &events, &queue, &deliveries)
+}
+
+/// The notifier's files: open events, queue, counters (empty when absent).
+fn files(ctx: &Ctx, cfg: &crate::config::Config) -> (MonitorState, Queue, Deliveries) {
+    let p = Paths::new(cfg);
+    let load = |host: &str| JsonFile::new(&ctx.root, host);
+    (
+        load(&p.events).load().unwrap_or_default(),
+        load(&p.queue).load().unwrap_or_default(),
+        load(&p.deliveries).load().unwrap_or_default(),
+    )
 }
 
 /// The notifier's part of `status`: open events, queue, last delivery per channel.
