@@ -293,3 +293,41 @@ fn an_unclean_restart_is_reported_once_on_start() {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(ntfy_titles(&c, "unclean restart").len(), 1);
 }
+
+#[test]
+fn a_rolled_back_k3s_change_sends_one_message() {
+    let Some(c) = daemon_container() else { return };
+    wait_until("first converge done", Duration::from_secs(60), || {
+        c.read_file("/etc/rancher/k3s/audit-policy.yaml").is_some()
+    });
+    let good = c.read_file("/etc/rancher/k3s/audit-policy.yaml").unwrap();
+    // This k3s refuses the new policy although sightline's validation accepts it.
+    c.write_file(
+        "/etc/default/k3s-standin",
+        "REJECT_POLICY_CONTAINING=REJECT-ME\n",
+        0o644,
+    );
+    c.write_file(
+        "/etc/sightline/custom-policy.yaml",
+        format!("# REJECT-ME\n{good}"),
+        0o644,
+    );
+    let cfg = c.read_file("/etc/sightline/config.toml").unwrap();
+    c.write_file(
+        "/etc/sightline/config.toml",
+        format!("{cfg}[audit]\npolicy_source = \"/etc/sightline/custom-policy.yaml\"\n"),
+        0o600,
+    );
+    c.sh_ok("systemctl kill -s HUP sightline");
+    wait_until("rollback sent", Duration::from_secs(90), || {
+        !ntfy_titles(&c, "rolled back").is_empty()
+    });
+    let body = posts(&c)
+        .into_iter()
+        .find(|p| p["title"].as_str().unwrap_or("").contains("rolled back"))
+        .unwrap();
+    let text = body["body"].as_str().unwrap();
+    assert!(text.contains("/var/lib/sightline/rejected/"), "{text}");
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(ntfy_titles(&c, "rolled back").len(), 1, "once");
+}
