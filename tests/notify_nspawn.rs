@@ -318,7 +318,7 @@ fn a_rolled_back_k3s_change_sends_one_message() {
         format!("{cfg}[audit]\npolicy_source = \"/etc/sightline/custom-policy.yaml\"\n"),
         0o600,
     );
-    c.sh_ok("systemctl kill -s HUP sightline");
+    c.sh_ok("systemctl kill --kill-who=main -s HUP sightline");
     wait_until("rollback sent", Duration::from_secs(90), || {
         !ntfy_titles(&c, "rolled back").is_empty()
     });

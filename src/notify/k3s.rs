@@ -127,7 +127,11 @@ pub fn classify(unit: &UnitHealth, readyz: impl FnOnce() -> Result<(), String>) 
             },
         },
         ActiveState::Failed => down(DownCause::Failed(unit.result.clone())),
-        ActiveState::Activating if unit.sub_state.starts_with("auto-restart") => {
+        // Between two attempts (auto-restart), or starting again after a
+        // failed one: the last Result still names the failure.
+        ActiveState::Activating
+            if unit.sub_state.starts_with("auto-restart") || unit.result != "success" =>
+        {
             down(DownCause::Restarting(unit.result.clone()))
         }
         ActiveState::Activating => down(DownCause::Starting),
