@@ -14,6 +14,7 @@
 //! | [`bundle`], [`rollout`] | the in-cluster stack and its staged rollout |
 //! | [`daemon`] | `sightline run` |
 //! | [`throttle`] | the Raspberry Pi throttle collector |
+//! | [`notify`] | sightline's own notifications when the cluster cannot alert |
 //! | [`cli`] | the command line |
 
 pub mod agent;
@@ -30,8 +31,9 @@ pub mod engine;
 pub mod facts;
 pub mod host;
 pub mod k3s;
-pub(crate) mod lock;
+pub mod lock;
 pub(crate) mod logging;
+pub mod notify;
 pub mod rollout;
 pub mod state;
 pub mod sysroot;

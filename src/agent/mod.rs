@@ -12,6 +12,7 @@ pub mod coordination;
 mod live;
 mod machine;
 mod metrics;
+mod notifications;
 mod plan;
 mod publish;
 mod status;
@@ -28,6 +29,7 @@ pub use converge::{
 pub use live::{LiveOps, connect_ops};
 pub use machine::{observe, observe_blocking};
 pub use metrics::render as render_metrics;
+pub use notifications::{cluster_view, spawn_notifier};
 pub use plan::{StageAction, StagePlan, cluster_plan};
 pub use publish::{publish_cluster, record_error};
 pub use status::{LastConverge, StageStatus, Status};

@@ -151,6 +151,13 @@ pub enum Command {
     Run,
     /// Show what the daemon last did, pending effects and stage health.
     Status,
+    /// Show sightline's own notifications (open events, last delivery per
+    /// channel), or send a test through every channel.
+    Notify {
+        /// Send a test message through every configured channel now; exit 1 if any fails.
+        #[arg(long)]
+        test: bool,
+    },
     /// Write every stage file exactly as the rollout would place it (for review or GitOps).
     Render {
         /// Render this tier instead of the one decided for this machine.

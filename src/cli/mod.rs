@@ -5,6 +5,7 @@ mod config_cmd;
 mod converge_cmd;
 mod detect;
 mod manpage;
+mod notify_cmd;
 pub mod out;
 mod output;
 mod render_cmd;
@@ -104,6 +105,7 @@ pub fn run(cli: Cli, daemon: DaemonMain) -> Result<u8> {
             action: args::BundleAction::Verify { file },
         } => render_cmd::verify(&file, json),
         Command::Status => status_cmd::run(&ctx, json),
+        Command::Notify { test } => notify_cmd::run(&ctx, test, json),
         Command::CollectThrottle { output } => throttle_cmd::run(&ctx, output.as_deref()),
         Command::Completions { shell } => args::completions(shell),
         Command::Manpage { out } => args::manpages(&out),

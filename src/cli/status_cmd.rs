@@ -16,6 +16,9 @@ pub fn run(ctx: &Ctx, json: bool) -> Result<u8> {
         super::print_json(&st)?;
     } else {
         out::out!("{}", render(&st, daemon_alive(st.daemon_pid, ctx)));
+        // Open events and the last delivery per channel of sightline's own
+        // notifications.
+        out::out!("{}", super::notify_cmd::status_section(ctx, &cfg.config));
     }
     Ok(exit_code(&st))
 }

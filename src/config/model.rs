@@ -46,16 +46,19 @@ pub enum NetworkPolicyChoice {
 
 /// Keys that are unset by default (`section.key`): they do not appear when
 /// the defaults are serialized, so listings name them explicitly.
-pub const OPTIONAL_KEYS: [&str; 9] = [
+pub const OPTIONAL_KEYS: [&str; 12] = [
     "audit.policy_source",
     "alerting.ntfy_url",
+    "alerting.ntfy_token_file",
     "alerting.discord_webhook_url",
+    "alerting.discord_webhook_url_file",
     "alerting.email_to",
     "alerting.smtp_smarthost",
     "alerting.smtp_from",
     "alerting.smtp_auth_username",
     "alerting.smtp_auth_password_file",
     "bundle.airgap_charts_dir",
+    "notify.enabled",
 ];
 
 /// The whole configuration.
@@ -86,6 +89,8 @@ pub struct Config {
     pub rollout: RolloutConfig,
     /// The long-running daemon.
     pub daemon: DaemonConfig,
+    /// sightline's own notifications (when the cluster cannot alert).
+    pub notify: NotifyConfig,
     /// Every path sightline writes.
     pub paths: PathsConfig,
 }
@@ -202,13 +207,17 @@ impl Default for ThrottleConfig {
 }
 
 /// `[alerting]`
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertingConfig {
     /// ntfy topic URL; Alertmanager posts its webhook payload there.
     pub ntfy_url: Option<String>,
-    /// Discord webhook URL.
+    /// Host path of a file holding an ntfy access token (sent as `Authorization: Bearer`).
+    pub ntfy_token_file: Option<String>,
+    /// Discord webhook URL (it carries a token: prefer `discord_webhook_url_file`).
     pub discord_webhook_url: Option<String>,
+    /// Host path of a file holding the Discord webhook URL.
+    pub discord_webhook_url_file: Option<String>,
     /// Email recipient.
     pub email_to: Option<String>,
     /// SMTP relay, `host:port`.
@@ -219,6 +228,73 @@ pub struct AlertingConfig {
     pub smtp_auth_username: Option<String>,
     /// Host path of a file holding the SMTP password (never put the password itself here).
     pub smtp_auth_password_file: Option<String>,
+    /// Refuse to send mail unless the relay offers STARTTLS (as Alertmanager's default).
+    pub smtp_require_tls: bool,
+}
+
+impl Default for AlertingConfig {
+    fn default() -> Self {
+        AlertingConfig {
+            ntfy_url: None,
+            ntfy_token_file: None,
+            discord_webhook_url: None,
+            discord_webhook_url_file: None,
+            email_to: None,
+            smtp_smarthost: None,
+            smtp_from: None,
+            smtp_auth_username: None,
+            smtp_auth_password_file: None,
+            smtp_require_tls: true,
+        }
+    }
+}
+
+/// Webhook URLs carry their token in the path: never print them.
+impl std::fmt::Debug for AlertingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hide = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("AlertingConfig")
+            .field("ntfy_url", &hide(&self.ntfy_url))
+            .field("ntfy_token_file", &self.ntfy_token_file)
+            .field("discord_webhook_url", &hide(&self.discord_webhook_url))
+            .field("discord_webhook_url_file", &self.discord_webhook_url_file)
+            .field("email_to", &self.email_to)
+            .field("smtp_smarthost", &self.smtp_smarthost)
+            .field("smtp_from", &self.smtp_from)
+            .field("smtp_auth_username", &self.smtp_auth_username)
+            .field("smtp_auth_password_file", &self.smtp_auth_password_file)
+            .field("smtp_require_tls", &self.smtp_require_tls)
+            .finish()
+    }
+}
+
+/// `[notify]`: sightline's own notifications, sent from the host through
+/// the `[alerting]` channels when the in-cluster pipeline cannot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// On or off; unset means on when any `[alerting]` channel is set.
+    pub enabled: Option<bool>,
+    /// k3s not active or not ready for this long is an event.
+    pub k3s_down_minutes: u64,
+    /// Alertmanager's always-firing Watchdog alert unseen for this long is an event.
+    pub pipeline_silent_minutes: u64,
+    /// An event that lasts is sent again at most this often.
+    pub repeat_hours: u64,
+    /// How often the daemon looks (k3s, the pipeline, stages).
+    pub poll_seconds: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            enabled: None,
+            k3s_down_minutes: 3,
+            pipeline_silent_minutes: 15,
+            repeat_hours: 12,
+            poll_seconds: 30,
+        }
+    }
 }
 
 /// `[grafana]`
@@ -383,6 +459,17 @@ impl Config {
     /// True when at least one alert channel is configured.
     pub fn has_alert_channel(&self) -> bool {
         let a = &self.alerting;
-        a.ntfy_url.is_some() || a.discord_webhook_url.is_some() || a.email_to.is_some()
+        a.ntfy_url.is_some()
+            || a.discord_webhook_url.is_some()
+            || a.discord_webhook_url_file.is_some()
+            || a.email_to.is_some()
+    }
+
+    /// Whether sightline sends its own notifications: `[notify] enabled`,
+    /// or, when unset, whether any channel is configured.
+    pub fn notify_enabled(&self) -> bool {
+        self.notify
+            .enabled
+            .unwrap_or_else(|| self.has_alert_channel())
     }
 }

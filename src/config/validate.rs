@@ -149,6 +149,23 @@ pub fn validate(c: &Config) -> Vec<Problem> {
         "seconds",
     );
 
+    for (key, v) in [
+        ("notify.k3s_down_minutes", c.notify.k3s_down_minutes),
+        (
+            "notify.pipeline_silent_minutes",
+            c.notify.pipeline_silent_minutes,
+        ),
+    ] {
+        range(key, v, 1, 1440, "minutes");
+    }
+    range(
+        "notify.repeat_hours",
+        c.notify.repeat_hours,
+        1,
+        720,
+        "hours",
+    );
+
     if !c.k3s.unit.ends_with(".service") || c.k3s.unit.contains('/') {
         out.push(problem(
             "k3s.unit",
@@ -198,6 +215,11 @@ pub fn validate(c: &Config) -> Vec<Problem> {
             "alerting.smtp_auth_password_file",
             &c.alerting.smtp_auth_password_file,
         ),
+        ("alerting.ntfy_token_file", &c.alerting.ntfy_token_file),
+        (
+            "alerting.discord_webhook_url_file",
+            &c.alerting.discord_webhook_url_file,
+        ),
     ] {
         if let Some(p) = p {
             check_abs(&mut out, key, p);
@@ -245,6 +267,20 @@ pub fn validate(c: &Config) -> Vec<Problem> {
                 )),
             }
         }
+    }
+    if a.discord_webhook_url.is_some() && a.discord_webhook_url_file.is_some() {
+        out.push(problem(
+            "alerting.discord_webhook_url_file",
+            "both discord_webhook_url and discord_webhook_url_file are set",
+            "keep only discord_webhook_url_file (the URL carries a token)",
+        ));
+    }
+    if a.ntfy_token_file.is_some() && a.ntfy_url.is_none() {
+        out.push(problem(
+            "alerting.ntfy_token_file",
+            "an ntfy token needs alerting.ntfy_url",
+            "add ntfy_url = \"https://ntfy.sh/my-topic\"",
+        ));
     }
     if let Some(to) = &a.email_to {
         if !to.contains('@') {

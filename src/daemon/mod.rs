@@ -49,6 +49,8 @@ struct Daemon<'a> {
     watcher: watch::Watcher,
     recheck: Interval,
     cluster: Option<ClusterTask>,
+    /// sightline's own notifications (a local task; never awaited here).
+    notifier: Option<tokio::task::JoinHandle<()>>,
 }
 
 async fn run_async(ctx: &Ctx) -> Result<u8> {
@@ -62,7 +64,11 @@ async fn run_async(ctx: &Ctx) -> Result<u8> {
         cfg,
         watcher: watch::Watcher::new()?,
         cluster: None,
+        notifier: None,
     };
+    // Before the first converge, which may restart k3s for minutes: an
+    // unclean restart is reported at once.
+    d.notifier = agent::spawn_notifier(ctx, &d.cfg, true);
 
     notify::status("first converge");
     let first = agent::converge_once(ctx, &d.cfg, Mode::Daemon).await;
@@ -115,6 +121,10 @@ async fn run_async(ctx: &Ctx) -> Result<u8> {
         }
     }
     notify::stopping();
+    if let Some(task) = d.notifier.take() {
+        task.abort();
+    }
+    crate::notify::record_clean_stop(&ctx.root, &d.cfg.config);
     if let Some(task) = d.cluster.take() {
         // A stage file already written stays; the next start continues.
         task.abort();
@@ -204,6 +214,10 @@ impl Daemon<'_> {
                     self.recheck.tick().await;
                 }
                 self.cfg = new;
+                if let Some(task) = self.notifier.take() {
+                    task.abort();
+                }
+                self.notifier = agent::spawn_notifier(self.ctx, &self.cfg, false);
                 Some("configuration reloaded")
             }
             Err(e) => {

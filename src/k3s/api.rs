@@ -226,7 +226,8 @@ impl K3sApi {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its sources, `a: b: c` (reqwest hides the cause in them).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -1,6 +1,7 @@
 //! systemd over D-Bus (zbus, async on tokio) and the sd_notify protocol.
 
 mod client;
+mod health;
 pub(crate) mod notify;
 mod proxy;
 mod unit_info;
@@ -8,5 +9,6 @@ mod unit_info;
 mod unit;
 
 pub use client::SystemdClient;
+pub use health::UnitHealth;
 pub use unit::{ActiveState, JobResult, LoadState, UnitStatus};
 pub use unit_info::{EnvironmentFile, UnitInfo};

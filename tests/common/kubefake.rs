@@ -95,6 +95,9 @@ pub struct Scenario {
     pub version: String,
     /// Every request path, in order.
     pub requests: Vec<String>,
+    /// Alertmanager behind the service proxy: `service name → alertnames
+    /// firing`. A service not listed has no endpoints.
+    pub alertmanager: BTreeMap<String, Vec<String>>,
     /// Apply attempts per Addon (successful or not).
     pub attempts: BTreeMap<String, u32>,
     /// Nodes `GET /api/v1/nodes` lists (see [`node`]).
@@ -143,6 +146,7 @@ impl Default for Scenario {
             replace_polls: 3,
             version: "v1.33.4+k3s1".into(),
             requests: Vec::new(),
+            alertmanager: BTreeMap::new(),
             attempts: BTreeMap::new(),
             nodes: Vec::new(),
             objects: BTreeMap::new(),
@@ -725,6 +729,57 @@ fn route(s: &mut Scenario, manifests: &[PathBuf], full: &str) -> (u16, String) {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match parts.as_slice() {
         ["readyz"] => (200, "ok".into()),
+        // The API server's service proxy to Alertmanager's API v2 `GET
+        // /alerts` (prometheus/alertmanager api/v2/openapi.yaml: an array of
+        // gettableAlert; `filter` holds label matchers). kubernetes
+        // pkg/registry/core/service/storage/storage.go (ResourceLocation)
+        // answers 503 ServiceUnavailable "no endpoints available for
+        // service" when nothing backs the Service.
+        [
+            "api",
+            "v1",
+            "namespaces",
+            "monitoring",
+            "services",
+            svc_port,
+            "proxy",
+            "api",
+            "v2",
+            "alerts",
+        ] => {
+            let svc = svc_port.split(':').next().unwrap_or("");
+            let Some(firing) = s.alertmanager.get(svc) else {
+                return (
+                    503,
+                    json!({"kind":"Status","apiVersion":"v1","status":"Failure","message":format!("no endpoints available for service \"{svc}\""),"reason":"ServiceUnavailable","code":503}).to_string(),
+                );
+            };
+            let wanted = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("filter="))
+                .map(|f| f.replace("%3D", "=").replace("%22", "\""));
+            let alerts: Vec<Value> = firing
+                .iter()
+                .filter(|name| {
+                    wanted
+                        .as_deref()
+                        .is_none_or(|w| w == format!("alertname=\"{name}\""))
+                })
+                .map(|name| {
+                    json!({
+                        "labels": {"alertname": name, "severity": "none"},
+                        "annotations": {},
+                        "startsAt": "2026-12-01T00:00:00Z",
+                        "endsAt": "2999-01-01T00:00:00Z",
+                        "updatedAt": "2026-12-01T00:00:00Z",
+                        "fingerprint": "0000000000000001",
+                        "receivers": [{"name": "default"}],
+                        "status": {"state": "active", "silencedBy": [], "inhibitedBy": []}
+                    })
+                })
+                .collect();
+            (200, Value::Array(alerts).to_string())
+        }
         ["api", "v1", "nodes"] => (200, list("NodeList", s.nodes.clone())),
         ["api", "v1", "nodes", name] => {
             match s.nodes.iter().find(|n| n["metadata"]["name"] == *name) {

@@ -3,8 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod httprec;
 pub mod kubefake;
 pub mod pki;
+pub mod smtp;
 
 pub mod nspawn;
 

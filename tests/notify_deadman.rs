@@ -1,0 +1,145 @@
+//! The dead man's switch against the stand-in API server: Alertmanager's
+//! Watchdog alert read through the service proxy with the admin client
+//! certificate, present, then absent, then back.
+
+mod common;
+
+use common::kubefake::KubeFake;
+use sightline::notify::event::{EventKind, Phase};
+use sightline::notify::monitor::{Monitor, MonitorState, Observation, PipelineHealth, Thresholds};
+use sightline::notify::observe::{ClusterView, StageView, pipeline};
+use sightline::state::StageState;
+
+fn api(root: &std::path::Path, url: &str) -> sightline::k3s::K3sApi {
+    let tls = root.join("var/lib/rancher/k3s/server/tls");
+    let read = |n: &str| std::fs::read(tls.join(n)).unwrap();
+    sightline::k3s::K3sApi::new(
+        url,
+        &read("server-ca.crt"),
+        &read("client-admin.crt"),
+        &read("client-admin.key"),
+    )
+    .unwrap()
+}
+
+fn cluster(tier: &str, state: StageState) -> ClusterView {
+    ClusterView {
+        tier: Some(tier.into()),
+        stages: vec![
+            StageView {
+                name: "namespaces".into(),
+                state: StageState::Healthy,
+                detail: None,
+            },
+            StageView {
+                name: "metrics".into(),
+                state,
+                detail: None,
+            },
+        ],
+    }
+}
+
+#[tokio::test]
+async fn watchdog_present_then_absent() {
+    let d = tempfile::tempdir().unwrap();
+    let fake = KubeFake::start(d.path());
+    let api = api(d.path(), &fake.url);
+    let full = cluster("full", StageState::Healthy);
+
+    fake.with(|s| {
+        s.alertmanager.insert(
+            "kps-alertmanager".into(),
+            vec!["Watchdog".into(), "InfoInhibitor".into()],
+        )
+    });
+    assert_eq!(pipeline(&api, Some(&full)).await, PipelineHealth::Seen);
+    let path = fake.with(|s| s.requests.last().cloned().unwrap());
+    assert_eq!(
+        path,
+        "/api/v1/namespaces/monitoring/services/kps-alertmanager:9093/proxy/api/v2/alerts?filter=alertname%3D%22Watchdog%22"
+    );
+
+    // Prometheus stops sending: Alertmanager answers without the Watchdog.
+    fake.with(|s| {
+        s.alertmanager
+            .insert("kps-alertmanager".into(), vec!["InfoInhibitor".into()])
+    });
+    let missing = pipeline(&api, Some(&full)).await;
+    assert!(
+        matches!(&missing, PipelineHealth::Missing(w) if w.contains("lists no Watchdog")),
+        "{missing:?}"
+    );
+
+    // Alertmanager itself gone: no endpoints behind the Service.
+    fake.with(|s| s.alertmanager.clear());
+    let gone = pipeline(&api, Some(&full)).await;
+    assert!(
+        matches!(&gone, PipelineHealth::Missing(w) if w.contains("503")),
+        "{gone:?}"
+    );
+
+    // Not judged while the stack rolls out, nor on a tier without the rule.
+    assert!(matches!(
+        pipeline(&api, Some(&cluster("full", StageState::Waiting))).await,
+        PipelineHealth::NotApplicable(w) if w.contains("rolling out")
+    ));
+    assert!(matches!(
+        pipeline(&api, Some(&cluster("light", StageState::Healthy))).await,
+        PipelineHealth::NotApplicable(_)
+    ));
+    // k3s down: the proxy does not answer, which is k3s's event, not this one.
+    fake.with(|s| s.down = true);
+    let down = pipeline(&api, Some(&full)).await;
+    assert!(matches!(
+        down,
+        PipelineHealth::Missing(_) | PipelineHealth::NotApplicable(_)
+    ));
+}
+
+#[tokio::test]
+async fn silent_pipeline_becomes_one_event_then_resolves() {
+    let d = tempfile::tempdir().unwrap();
+    let fake = KubeFake::start(d.path());
+    let api = api(d.path(), &fake.url);
+    let full = cluster("full", StageState::Healthy);
+    let mut m = Monitor::new(
+        Thresholds {
+            k3s_down: 180,
+            pipeline_silent: 15 * 60,
+            repeat: 12 * 3600,
+        },
+        Some(MonitorState::default()),
+    );
+    let t0 = 1_780_000_000;
+    let mut sent = Vec::new();
+    fake.with(|s| {
+        s.alertmanager
+            .insert("kps-alertmanager".into(), vec!["Watchdog".into()])
+    });
+    for minute in 0..60u64 {
+        if minute == 10 {
+            fake.with(|s| s.alertmanager.insert("kps-alertmanager".into(), vec![]));
+        }
+        if minute == 40 {
+            fake.with(|s| {
+                s.alertmanager
+                    .insert("kps-alertmanager".into(), vec!["Watchdog".into()])
+            });
+        }
+        let o = Observation {
+            pipeline: Some(pipeline(&api, Some(&full)).await),
+            ..Default::default()
+        };
+        for n in m.observe(&o, t0 + minute * 60) {
+            sent.push((minute, n.kind, n.phase));
+        }
+    }
+    assert_eq!(
+        sent,
+        vec![
+            (25, EventKind::PipelineDead, Phase::Firing),
+            (40, EventKind::PipelineDead, Phase::Resolved)
+        ]
+    );
+}
