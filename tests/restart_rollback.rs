@@ -417,3 +417,140 @@ fn uninstall_after_a_real_restart_restarts_k3s_without_the_flags() {
         assert!(!e.root.path("/var/lib/sightline").exists(), "state cleared");
     });
 }
+
+async fn uninstall(
+    env: &Env,
+    ops: &FakeK3s,
+) -> Result<sightline::engine::uninstall::UninstallReport> {
+    let cfg = config::load(&env.root).unwrap();
+    let facts = Facts::detect(&env.root);
+    sightline::engine::uninstall::uninstall(&env.root, &cfg, &facts, Some(ops), false).await
+}
+
+#[test]
+fn uninstall_removes_only_what_sightline_recorded_in_its_state_dir() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        write(
+            e.root.root(),
+            "/var/lib/sightline/notes/keep-me",
+            "someone else's",
+        );
+        std::fs::create_dir_all(e.root.path("/var/lib/sightline/empty-foreign")).unwrap();
+        let r = uninstall(&e, &ops).await.unwrap();
+        assert_eq!(
+            read(e.root.root(), "/var/lib/sightline/notes/keep-me"),
+            "someone else's"
+        );
+        assert!(e.root.path("/var/lib/sightline/empty-foreign").is_dir());
+        assert!(!e.root.path("/var/lib/sightline/state.json").exists());
+        assert!(
+            r.kept.iter().any(|k| k.contains("notes/keep-me")),
+            "{:?}",
+            r.kept
+        );
+    });
+}
+
+#[test]
+fn uninstall_with_a_missing_backup_restores_the_rest_and_says_what_it_could_not() {
+    let e = env("ubuntu-cilium", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        let backup = format!("/var/lib/sightline/backup{POLICY}");
+        assert!(e.root.path(&backup).is_file(), "the original was backed up");
+        std::fs::remove_file(e.root.path(&backup)).unwrap();
+        let r = uninstall(&e, &ops).await.unwrap();
+        let w = r.host.plan.warnings.join("\n");
+        assert!(
+            w.contains(&format!("could not restore the original {POLICY}")) && w.contains(&backup),
+            "{w}"
+        );
+        assert!(!e.root.path(POLICY).exists(), "sightline's version removed");
+        assert!(!e.root.path(DROPIN).exists(), "the rest is done");
+        assert!(!e.root.path("/var/lib/sightline").exists(), "finished");
+    });
+}
+
+#[test]
+fn a_managed_file_that_was_a_symlink_is_restored_as_a_symlink() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    write(
+        e.root.root(),
+        "/etc/rancher/k3s/site-policy.yaml",
+        "site: policy\n",
+    );
+    std::os::unix::fs::symlink("site-policy.yaml", e.root.path(POLICY)).unwrap();
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        assert!(
+            !e.root.path(POLICY).is_symlink(),
+            "sightline's file replaces the link"
+        );
+        assert_eq!(
+            read(e.root.root(), "/etc/rancher/k3s/site-policy.yaml"),
+            "site: policy\n",
+            "the link's target is never written"
+        );
+        uninstall(&e, &ops).await.unwrap();
+        assert_eq!(
+            std::fs::read_link(e.root.path(POLICY)).unwrap(),
+            Path::new("site-policy.yaml")
+        );
+        assert_eq!(read(e.root.root(), POLICY), "site: policy\n");
+    });
+}
+
+#[test]
+fn an_admin_edit_is_reported_and_kept_before_uninstall_removes_it() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        let edited = format!("{}# tuned by the admin\n", read(e.root.root(), DROPIN));
+        write(e.root.root(), DROPIN, &edited);
+        let r = uninstall(&e, &ops).await.unwrap();
+        let copy = format!("/var/lib/sightline/edited{DROPIN}");
+        let w = r.host.plan.warnings.join("\n");
+        assert!(
+            w.contains(&format!("{DROPIN} was edited")) && w.contains(&copy),
+            "{w}"
+        );
+        assert!(!e.root.path(DROPIN).exists());
+        assert_eq!(read(e.root.root(), &copy), edited);
+        assert!(r.kept.iter().any(|k| k.contains("edited")), "{:?}", r.kept);
+    });
+}
+
+#[test]
+fn a_half_failed_apply_then_uninstall_keeps_the_users_original() {
+    let e = env("ubuntu-cilium", "");
+    let ops = FakeK3s::new(e.root.root());
+    let original = read(e.root.root(), POLICY);
+    // The drop-in directory is a dangling link, so it reads as empty but
+    // cannot be written: the policy is backed up and replaced, then
+    // writing the drop-in fails.
+    std::os::unix::fs::symlink("gone", e.root.path("/etc/rancher/k3s/config.yaml.d")).unwrap();
+    rt().block_on(async {
+        let err = apply(&e, &ops, true).await.unwrap_err();
+        assert!(format!("{err:#}").contains(DROPIN), "{err:#}");
+        assert_ne!(
+            read(e.root.root(), POLICY),
+            original,
+            "the policy was replaced"
+        );
+        let st = state(&e);
+        assert_eq!(
+            st.files[POLICY].backup.as_deref(),
+            Some(format!("/var/lib/sightline/backup{POLICY}").as_str()),
+            "the backup is recorded although the apply failed"
+        );
+        std::fs::remove_file(e.root.path("/etc/rancher/k3s/config.yaml.d")).unwrap();
+        uninstall(&e, &ops).await.unwrap();
+        assert_eq!(read(e.root.root(), POLICY), original);
+    });
+}

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::Ctx;
 use crate::config::LoadedConfig;
@@ -146,6 +146,11 @@ async fn run(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<ConvergeReport
     let _lock = lock(ctx, cfg, mode).await?;
     let (facts, cfg) = super::observe(ctx, cfg).await;
     let cfg = &cfg;
+    // A tampered bundle must be refused before the host layer is touched:
+    // the host converge may restart k3s for a release that then cannot roll
+    // out. The error reaches status.json through `publish`.
+    crate::bundle::Bundle::load(&ctx.root, &cfg.config)
+        .context("the bundle is refused; nothing on the host was changed")?;
     let mut state = State::load(&ctx.root, &cfg.config)?;
     let (no_restart, redecide, explicit) = match mode {
         Mode::Daemon => (false, false, false),

@@ -5,6 +5,8 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::apply::apply_changes;
+use super::failpoint::hit;
+use super::intent::{self, Intent, owed};
 use super::journal::Journal;
 use super::ops::Ops;
 use super::plan::{Plan, plan};
@@ -163,7 +165,15 @@ pub async fn converge_to<O: Ops>(
     let recovered = if opts.dry_run {
         None
     } else {
-        recover(live, root, c, state).await?
+        let settled = intent::recover(root, c, state)?;
+        let restarted = recover(live, root, c, state).await?;
+        for t in intent::clean_temp_files(root, c, state, std::iter::empty()) {
+            info!(path = %t.display(), "removed a temp file an interrupted write left");
+        }
+        match (settled, restarted) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        }
     };
     let decisions = decisions(cfg, facts, state, opts.redecide);
     let mut p = plan(root, c, desired, state)?;
@@ -182,7 +192,8 @@ pub async fn converge_to<O: Ops>(
     if opts.dry_run {
         return Ok(report);
     }
-    let journal = write_changes(root, c, state, &p, live.is_some())?;
+    let (journal, notes) = write_changes(root, c, state, &p, live.is_some())?;
+    report.plan.warnings.extend(notes);
     report.applied = true;
     let Some(ops) = live else {
         report.effects_skipped_because = Some(if opts.no_restart {
@@ -225,16 +236,17 @@ fn hold_back_rejected(p: &mut Plan, state: &State) {
     ));
 }
 
-/// Writes the plan's changes and records them. Whenever this run will
+/// Writes the plan's changes and records them, under an intent record so
+/// that a kill half-way is settled by the next run. Whenever this run will
 /// restart k3s, the k3s files are journaled first, so an interruption can be
-/// finished or undone; the journal is returned for the restart.
+/// finished or undone; that journal is returned for the restart.
 fn write_changes(
     root: &Sysroot,
     c: &Config,
     state: &mut State,
     p: &Plan,
     live: bool,
-) -> Result<Option<Journal>> {
+) -> Result<(Option<Journal>, Vec<String>)> {
     let restart_due = p
         .all_effects()
         .iter()
@@ -257,17 +269,34 @@ fn write_changes(
     } else {
         None
     };
-    apply_changes(root, c, state, p)?;
+    hit("converge.intent.before");
+    let mut intent = Intent::begin(root, c, state, p)?;
+    hit("converge.intent.after");
+    let applied = apply_changes(root, c, state, p, &mut |i| intent.mark_done(root, c, i));
+    let notes = match applied {
+        Ok(notes) => notes,
+        Err(err) => {
+            // What was written stays recorded (backups above all), and the
+            // effects it owes stay pending: the next run or an uninstall
+            // must know about them.
+            if let Err(e) = intent.settle(root, c, state) {
+                warn!(error = %format!("{e:#}"), "cannot record the changes made before the failure");
+            }
+            if let Some(j) = journal {
+                let _ = j.finish(root, c);
+            }
+            return Err(err);
+        }
+    };
     if p.touches_audit() {
         state.k3s.written_at_us = Some(now_us());
     }
-    state.pending_effects = p
-        .all_effects()
-        .into_iter()
-        .filter(|e| !matches!(e, Effect::RestartK3s { .. }))
-        .collect();
+    state.pending_effects = owed(p);
+    hit("converge.state.before");
     state.save(root, c)?;
-    Ok(journal)
+    hit("converge.state.after");
+    intent.finish(root, c)?;
+    Ok((journal, notes))
 }
 
 /// Runs every due effect in order, recording each outcome in the report;

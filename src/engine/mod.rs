@@ -4,6 +4,8 @@
 
 pub mod apply;
 pub mod converge;
+pub mod failpoint;
+pub mod intent;
 pub mod journal;
 pub mod ops;
 pub mod plan;

@@ -1,0 +1,62 @@
+//! Never lose the user's data (issue 10, engine half): the bundle is checked
+//! before the host is touched, uninstall removes only what sightline
+//! recorded, originals survive a half-failed apply, and an interrupted
+//! converge is finished from its intent record.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn status(root: &Path) -> serde_json::Value {
+    serde_json::from_str(&read(root, "/run/sightline/status.json")).unwrap()
+}
+
+fn tree_without_run(root: &Path) -> Vec<std::path::PathBuf> {
+    snapshot(root)
+        .into_keys()
+        .filter(|p| !p.starts_with("run"))
+        .collect()
+}
+
+#[test]
+fn a_tampered_bundle_is_refused_before_the_host_is_touched() {
+    let root = fixture("pi4");
+    let r = root.path();
+    let tar = tempfile::tempdir().unwrap();
+    ok(
+        r,
+        &["bundle", "export", "--out", tar.path().to_str().unwrap()],
+    );
+    let mut data = std::fs::read(tar.path().join("bundle.tar")).unwrap();
+    let at = data
+        .windows(16)
+        .position(|w| w == b"name: monitoring")
+        .unwrap();
+    data[at + 6] = b'M';
+    write(r, "/usr/share/sightline/bundle.tar", "");
+    std::fs::write(r.join("usr/share/sightline/bundle.tar"), &data).unwrap();
+    let before = snapshot(r);
+    let out = sightline(r, &["apply", "--no-restart"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("bundle is refused"), "{err}");
+    let after = snapshot(r);
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(p, v)| !p.starts_with("run") && before.get(*p) != Some(v))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(changed.is_empty(), "host touched: {changed:?}");
+    assert_eq!(tree_without_run(r).len(), before.len());
+    let s = status(r);
+    assert_eq!(s["last_converge"]["ok"], false, "{s}");
+    assert!(
+        s["last_converge"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("bundle is refused"),
+        "{s}"
+    );
+}
