@@ -170,10 +170,22 @@ pub async fn converge_to<O: Ops>(
         for t in intent::clean_temp_files(root, c, state, std::iter::empty()) {
             info!(path = %t.display(), "removed a temp file an interrupted write left");
         }
-        match (settled, restarted) {
-            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
-            (a, b) => a.or(b),
-        }
+        let started = match live {
+            Some(ops) if c.k3s.allow_restart => {
+                super::k3s_start::note_start(ops, root, &c.k3s.unit, desired, state)
+                    .await
+                    .unwrap_or_else(|e| {
+                        warn!(error = %format!("{e:#}"), "cannot read which k3s start loaded the audit files");
+                        None
+                    })
+            }
+            _ => None,
+        };
+        let notes: Vec<String> = [settled, restarted, started]
+            .into_iter()
+            .flatten()
+            .collect();
+        (!notes.is_empty()).then(|| notes.join("; "))
     };
     let decisions = decisions(cfg, facts, state, opts.redecide);
     let mut p = plan(root, c, desired, state)?;
@@ -321,6 +333,7 @@ async fn run_effects<O: Ops>(
                 Some(j) => restart_journaled(ops, root, c, state, unit, j, &mut failures).await?,
                 None if already_loaded(ops, c, state).await => {
                     state.k3s.loaded_digest = p.audit_digest.clone();
+                    super::k3s_start::record_start(ops, unit, state).await;
                     EffectOutcome::skipped(format!(
                         "{unit} started after the files were written and is ready"
                     ))
@@ -431,7 +444,10 @@ fn not_running(unit: &str, status: &super::ops::UnitStatus) -> Option<EffectOutc
             status.load_state
         )));
     }
-    if status.active_state.is_running() {
+    // A failed k3s with a restart owed by sightline is sightline's to bring
+    // back (a restart killed half-way, the start limit hit): the restart
+    // resets it first. Only a stopped one is left alone.
+    if status.active_state.is_running() || status.active_state == super::ops::ActiveState::Failed {
         return None;
     }
     Some(EffectOutcome::skipped(format!(

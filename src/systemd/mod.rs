@@ -8,5 +8,5 @@ mod unit_info;
 mod unit;
 
 pub use client::SystemdClient;
-pub use unit::{ActiveState, JobResult, LoadState, UnitStatus};
+pub use unit::{ActiveState, JobResult, LoadState, StartLimit, UnitStatus};
 pub use unit_info::{EnvironmentFile, UnitInfo};
