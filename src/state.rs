@@ -259,3 +259,35 @@ impl State {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_file_from_a_newer_sightline_is_refused_and_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(d.path());
+        let cfg = Config::default();
+        let text = format!(
+            "{{\"version\": {}, \"future_field\": {{\"kept\": true}}}}\n",
+            STATE_VERSION + 1
+        );
+        let real = root.path(State::path(&cfg));
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, &text).unwrap();
+        let err = format!("{:#}", State::load(&root, &cfg).unwrap_err());
+        assert!(
+            err.contains("newer sightline") && err.contains("state.json"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&real).unwrap(),
+            text,
+            "not rewritten"
+        );
+        // The current version loads.
+        std::fs::write(&real, format!("{{\"version\": {STATE_VERSION}}}")).unwrap();
+        assert!(State::load(&root, &cfg).is_ok());
+    }
+}

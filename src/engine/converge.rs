@@ -167,7 +167,16 @@ pub async fn converge_to<O: Ops>(
     } else {
         let settled = intent::recover(root, c, state)?;
         let restarted = recover(live, root, c, state).await?;
-        for t in intent::clean_temp_files(root, c, state, std::iter::empty()) {
+        for t in intent::clean_temp_files(
+            root,
+            c,
+            state,
+            desired
+                .files
+                .iter()
+                .filter_map(|f| intent::parent(&f.path))
+                .chain(desired.dirs.iter().map(|d| d.path.clone())),
+        ) {
             info!(path = %t.display(), "removed a temp file an interrupted write left");
         }
         let started = match live {

@@ -236,8 +236,12 @@ impl Intent {
                 }
             }
         }
-        let removed =
-            clean_temp_files(root, cfg, state, self.steps.iter().map(|s| s.path.as_str()));
+        let removed = clean_temp_files(
+            root,
+            cfg,
+            state,
+            self.steps.iter().filter_map(|s| parent(&s.path)),
+        );
         for t in &removed {
             info!(path = %t.display(), "removed a temp file an interrupted write left");
         }
@@ -282,23 +286,22 @@ pub fn recover(root: &Sysroot, cfg: &Config, state: &mut State) -> Result<Option
     Ok(Some(msg))
 }
 
-/// Removes sightline's temp files in the directories of `paths`, of every
+/// The directory of a host path.
+pub fn parent(p: &str) -> Option<String> {
+    std::path::Path::new(p)
+        .parent()
+        .map(|d| d.to_string_lossy().into_owned())
+}
+
+/// Removes sightline's temp files in `dirs`, in the directories of every
 /// managed file and directory, and in the state directory tree.
-pub fn clean_temp_files<'a>(
+pub fn clean_temp_files(
     root: &Sysroot,
     cfg: &Config,
     state: &State,
-    paths: impl Iterator<Item = &'a str>,
+    extra_dirs: impl Iterator<Item = String>,
 ) -> Vec<std::path::PathBuf> {
-    let mut dirs = BTreeSet::new();
-    let parent = |p: &str| {
-        std::path::Path::new(p)
-            .parent()
-            .map(|d| d.to_string_lossy().into_owned())
-    };
-    for p in paths {
-        dirs.extend(parent(p));
-    }
+    let mut dirs: BTreeSet<String> = extra_dirs.collect();
     for p in state.files.keys() {
         dirs.extend(parent(p));
     }

@@ -139,6 +139,7 @@ impl Journal {
 
     /// Persists the journal.
     pub fn save(&self, root: &Sysroot, cfg: &Config) -> Result<()> {
+        super::failpoint::hit("journal.save.before");
         let text = serde_json::to_string_pretty(self)? + "\n";
         write_atomic(&root.path(path(cfg)), text.as_bytes(), 0o600)
             .context("writing the k3s journal")
@@ -169,6 +170,7 @@ impl Journal {
                 }
             }
             touched.push(f.path.clone());
+            super::failpoint::hit("journal.restore.after");
         }
         Ok(touched)
     }
@@ -187,6 +189,7 @@ impl Journal {
 
     /// Ends the transaction: removes the journal and the saved copies.
     pub fn finish(self, root: &Sysroot, cfg: &Config) -> Result<()> {
+        super::failpoint::hit("journal.finish.before");
         remove_file(&root.path(path(cfg)))?;
         let dir = root.path(txn_dir(cfg, &self.id));
         if dir.exists() {
