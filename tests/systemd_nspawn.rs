@@ -541,3 +541,84 @@ fn a_stopped_k3s_is_not_started_and_loads_the_files_when_it_starts() {
         sha(&builtin_policy())
     );
 }
+
+fn starts_count(c: &Container) -> usize {
+    ok_starts(c).len()
+}
+
+/// Issue 11 item 1: k3s reads its config only when it starts
+/// (k3s pkg/configfilearg/parser.go), so after someone else restarts it on
+/// an edited drop-in, repairing the drop-in needs exactly one restart.
+#[test]
+fn an_edit_k3s_was_restarted_on_is_repaired_with_exactly_one_restart() {
+    let Some(c) = boot("outside-restart", "") else {
+        return;
+    };
+    sightline_ok(&c, &["apply", "--host-only"]);
+    let dropin = "/etc/rancher/k3s/config.yaml.d/60-sightline-audit.yaml";
+    // A restart from outside on the same files needs nothing.
+    c.sh_ok("systemctl restart k3s");
+    let n = starts_count(&c);
+    let out = sightline_ok(&c, &["apply", "--host-only"]);
+    assert!(!out.contains("restart k3s.service and wait"), "{out}");
+    assert_eq!(starts_count(&c), n, "no restart for the same files");
+    // An edit, then a restart from outside: k3s runs the edit.
+    c.sh_ok(&format!(
+        "sed -i 's/audit-log-maxage=30/audit-log-maxage=7/' {dropin} && systemctl restart k3s"
+    ));
+    let n = starts_count(&c);
+    assert!(
+        ok_starts(&c).last().unwrap()["kube_apiserver_args"]
+            .to_string()
+            .contains("audit-log-maxage=7")
+    );
+    let out = sightline_ok(&c, &["apply", "--host-only"]);
+    assert!(
+        out.contains("restart k3s.service and wait for /readyz: done"),
+        "{out}"
+    );
+    assert_eq!(starts_count(&c), n + 1, "exactly one restart");
+    assert!(
+        ok_starts(&c).last().unwrap()["kube_apiserver_args"]
+            .to_string()
+            .contains("audit-log-maxage=30")
+    );
+    let out = sightline_ok(&c, &["apply", "--host-only"]);
+    assert!(out.contains("already converged"), "{out}");
+    assert_eq!(starts_count(&c), n + 1);
+}
+
+/// The same, with a k3s that rejects the repaired file: sightline rolls
+/// back to what k3s ran and exits non-zero.
+#[test]
+fn a_repair_k3s_rejects_is_rolled_back_with_a_non_zero_exit() {
+    let Some(c) = boot("outside-restart-reject", "") else {
+        return;
+    };
+    sightline_ok(&c, &["apply", "--host-only"]);
+    let policy = "/etc/rancher/k3s/audit-policy.yaml";
+    c.sh_ok(&format!(
+        "sed -i 's/# Health probes.*/# tuned by the admin/' {policy} && systemctl restart k3s"
+    ));
+    let edited = c.read_file(policy).unwrap();
+    c.write_file(
+        "/etc/default/k3s-standin",
+        "REJECT_POLICY_CONTAINING=Health probes\n",
+        0o644,
+    );
+    let out = sightline(&c, &["apply", "--host-only"]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        show(&out).contains("previous configuration is restored"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(c.read_file(policy).unwrap(), edited, "rolled back");
+    wait_until("k3s active", Duration::from_secs(30), || {
+        active(&c, "k3s") == "active"
+    });
+    assert_eq!(
+        ok_starts(&c).last().unwrap()["audit_policy_sha256"],
+        sha(&edited)
+    );
+}
