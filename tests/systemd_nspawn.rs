@@ -622,3 +622,207 @@ fn a_repair_k3s_rejects_is_rolled_back_with_a_non_zero_exit() {
         sha(&edited)
     );
 }
+
+/// `sightline apply --host-only` in the container, killed at `failpoint`
+/// when given; `log` collects the failpoints passed.
+#[cfg(feature = "failpoints")]
+fn apply_at(c: &Container, failpoint: Option<&str>, log: bool) -> Output {
+    let mut argv = vec!["env".to_string(), "SIGHTLINE_LOG=info".to_string()];
+    if let Some(f) = failpoint {
+        argv.push(format!("SIGHTLINE_FAILPOINT={f}"));
+    }
+    if log {
+        argv.push("SIGHTLINE_FAILPOINT_LOG=/run/points.log".into());
+    }
+    argv.extend(["sightline", "apply", "--host-only"].map(String::from));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    c.command(&argv).output().unwrap()
+}
+
+/// Every `name@n` in the container's failpoint log, in order; clears it.
+#[cfg(feature = "failpoints")]
+fn logged_points(c: &Container) -> Vec<String> {
+    let mut seen: std::collections::BTreeMap<String, u32> = Default::default();
+    let text = c.read_file("/run/points.log").unwrap_or_default();
+    c.sh_ok("rm -f /run/points.log");
+    text.lines()
+        .map(|name| {
+            let n = seen.entry(name.to_string()).or_default();
+            *n += 1;
+            format!("{name}@{n}")
+        })
+        .collect()
+}
+
+#[cfg(feature = "failpoints")]
+fn killed(out: &Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    out.status.signal() == Some(9) || out.status.code() == Some(128 + 9)
+}
+
+/// The invariants after a killed run and the next apply: k3s active (never
+/// `start-limit-hit`) on the complete config `want_maxage`/`want_policy`,
+/// no temp file, no journal left.
+#[cfg(feature = "failpoints")]
+fn assert_settled(c: &Container, point: &str, want_maxage: u32, want_policy: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while active(c, "k3s") != "active" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{point}: k3s not active:\n{}",
+            show(&c.sh("systemctl status k3s --no-pager -n 30"))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(prop(c, "k3s", "Result"), "start-limit-hit", "{point}");
+    let last = ok_starts(c).last().unwrap().clone();
+    assert!(
+        last["kube_apiserver_args"]
+            .to_string()
+            .contains(&format!("audit-log-maxage={want_maxage}\"")),
+        "{point}: k3s runs {last}"
+    );
+    assert_eq!(last["audit_policy_sha256"], sha(want_policy), "{point}");
+    let temps = c.sh_ok(
+        "find /etc/rancher /etc/systemd /var/lib/sightline /var/log/k3s -name '.sightline-tmp.*' 2>/dev/null || true",
+    );
+    assert!(temps.trim().is_empty(), "{point}: temp files left: {temps}");
+    for j in ["intent.json", "k3s-journal.json"] {
+        assert!(
+            c.read_file(&format!("/var/lib/sightline/{j}")).is_none(),
+            "{point}: {j} left"
+        );
+    }
+}
+
+/// bootupd's model under a real systemd 252: for every failpoint an apply
+/// passes (writes, journal phases, restart, readiness wait, rollback),
+/// sightline is SIGKILLed there, then the next apply runs. k3s has a start
+/// rate limit (5 starts in 10 s, systemd's default) so restarts in quick
+/// succession are covered too.
+#[cfg(feature = "failpoints")]
+#[test]
+fn every_kill_point_is_finished_or_undone_by_the_next_apply() {
+    let Some(c) = boot("killpoints", "") else {
+        return;
+    };
+    c.write_file(
+        "/etc/systemd/system/k3s.service.d/50-start-limit.conf",
+        "[Unit]\nStartLimitIntervalSec=10\nStartLimitBurst=5\n",
+        0o644,
+    );
+    c.sh_ok("systemctl daemon-reload");
+    // A slow start, so that the readiness wait is a point too.
+    c.write_file("/etc/default/k3s-standin", "READY_DELAY_SECONDS=2\n", 0o644);
+    // Each step changes both audit files: the policy (a custom one with a
+    // version line) and the drop-in (the log's max age).
+    let builtin = builtin_policy();
+    let policy_of = |days: u32, reject: bool| {
+        format!(
+            "{builtin}# v{days}\n{}",
+            if reject { "# REJECT-ME\n" } else { "" }
+        )
+    };
+    let set = |days: u32, reject: bool| {
+        c.write_file("/etc/sightline/policy.yaml", policy_of(days, reject), 0o644);
+        c.write_file(
+            "/etc/sightline/config.toml",
+            format!(
+                "{BASE_CONFIG}[audit]\nmax_age_days = {days}\npolicy_source = \"/etc/sightline/policy.yaml\"\n"
+            ),
+            0o644,
+        );
+    };
+    set(1, false);
+    let first = apply_at(&c, None, false);
+    assert!(first.status.success(), "{}", show(&first));
+    set(2, false);
+    let out = apply_at(&c, None, true);
+    assert!(out.status.success(), "{}", show(&out));
+    // How often the readiness wait polls depends on timing: its first
+    // round is the point.
+    let points: Vec<String> = logged_points(&c)
+        .into_iter()
+        .filter(|p| !p.starts_with("restart.wait@") || p == "restart.wait@1")
+        .collect();
+    assert!(points.iter().any(|p| p == "restart.wait@1"), "{points:?}");
+
+    // The rollback path: a policy the stand-in rejects.
+    c.write_file(
+        "/etc/default/k3s-standin",
+        "READY_DELAY_SECONDS=2\nREJECT_POLICY_CONTAINING=REJECT-ME\n",
+        0o644,
+    );
+    set(3, true);
+    let out = apply_at(&c, None, true);
+    assert!(!out.status.success(), "{}", show(&out));
+    let rollback_points: Vec<String> = logged_points(&c)
+        .into_iter()
+        .filter(|p| {
+            p.starts_with("rollback")
+                || p.starts_with("journal.restore")
+                || p == "restart.reset_failed.before@1"
+        })
+        .collect();
+    assert!(!rollback_points.is_empty());
+    assert_settled(&c, "rollback discovery", 2, &policy_of(2, false));
+    let mut good = 2;
+
+    let mut swept = 0;
+    let mut days = 3;
+    for point in &points {
+        days += 1;
+        set(days, false);
+        let out = apply_at(&c, Some(point), false);
+        assert!(killed(&out), "{point}: not killed there:\n{}", show(&out));
+        let next = apply_at(&c, None, false);
+        assert!(
+            next.status.success(),
+            "{point}: next apply:\n{}",
+            show(&next)
+        );
+        assert_settled(&c, point, days, &policy_of(days, false));
+        good = days;
+        let n = starts_count(&c);
+        let state = c.read_file("/var/lib/sightline/state.json");
+        let again = apply_at(&c, None, false);
+        assert!(again.status.success(), "{point}: {}", show(&again));
+        assert!(
+            String::from_utf8_lossy(&again.stdout).contains("already converged"),
+            "{point}: {}",
+            show(&again)
+        );
+        assert_eq!(
+            starts_count(&c),
+            n,
+            "{point}: the second apply restarted k3s"
+        );
+        assert_eq!(
+            c.read_file("/var/lib/sightline/state.json"),
+            state,
+            "{point}: state rewritten"
+        );
+        swept += 1;
+    }
+    for point in &rollback_points {
+        days += 1;
+        set(days, true);
+        let out = apply_at(&c, Some(point), false);
+        assert!(killed(&out), "{point}: not killed there:\n{}", show(&out));
+        // The next run finishes the rollback, retries the rejected change
+        // (a person asked for it), and reports the rejection again.
+        let next = apply_at(&c, None, false);
+        assert!(!next.status.success(), "{point}: {}", show(&next));
+        assert!(
+            show(&next).contains("previous configuration is restored"),
+            "{point}: {}",
+            show(&next)
+        );
+        assert_settled(&c, point, good, &policy_of(good, false));
+        swept += 1;
+    }
+    set(days + 1, false);
+    let out = apply_at(&c, None, false);
+    assert!(out.status.success(), "{}", show(&out));
+    println!("kill-point sweep (systemd 252): {swept} points swept");
+}

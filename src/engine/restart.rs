@@ -33,6 +33,7 @@ pub async fn wait_ready<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Resul
         .await
         .map_err(|e| NotReady(e.to_string()))?;
     loop {
+        hit("restart.wait");
         let last = match ops.k3s_ready().await {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -51,7 +52,6 @@ pub async fn wait_ready<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Resul
                 )));
             }
         }
-        hit("restart.wait");
         if Instant::now() >= deadline {
             return Err(NotReady(format!(
                 "/readyz did not answer ok within {} s: {last}",
@@ -77,27 +77,54 @@ async fn restart_and_wait<O: Ops>(
     pacing::before_start(ops, root, cfg, state, unit)
         .await
         .map_err(|e| NotReady(format!("{e:#}")))?;
-    if ops
-        .unit_status(unit)
-        .await
-        .is_ok_and(|s| s.active_state == ActiveState::Failed)
-    {
-        info!(unit, "resetting the failed state before restarting");
-        hit("restart.reset_failed.before");
-        if let Err(e) = ops.reset_failed(unit).await {
-            warn!(unit, error = %format!("{e:#}"), "ResetFailedUnit failed");
-        }
-    }
+    reset_if_held(ops, unit).await;
     hit("restart.before");
-    let result = ops
+    let mut result = ops
         .restart_unit(unit, JOB_TIMEOUT)
         .await
         .map_err(|e| NotReady(format!("restart failed: {e:#}")))?;
+    if result != super::ops::JobResult::Done
+        && ops
+            .unit_status(unit)
+            .await
+            .is_ok_and(|s| s.active_state == ActiveState::Failed)
+    {
+        // Refused at once: the crash loop of a change k3s rejected used up
+        // the start limit, which only a reset clears.
+        warn!(unit, job_result = %result, "the restart was refused; resetting the unit and restarting once more");
+        reset_if_held(ops, unit).await;
+        result = ops
+            .restart_unit(unit, JOB_TIMEOUT)
+            .await
+            .map_err(|e| NotReady(format!("restart failed: {e:#}")))?;
+    }
     hit("restart.after");
     info!(unit, job_result = %result, "restarted k3s; waiting for /readyz");
     // A failed start job is not final: k3s runs with Restart=always, and the
     // readiness wait notices a crash loop quickly.
     wait_ready(ops, unit, timeout).await
+}
+
+/// Resets a unit that is `failed` or waiting to restart after a crash: its
+/// failures and start rate-limit counter come from sightline's change (the
+/// caller restarts k3s only for one), and systemd refuses starts past the
+/// limit until a reset (systemd src/core/unit.c `unit_reset_failed` clears
+/// `start_ratelimit` and `start_limit_hit`).
+async fn reset_if_held<O: Ops>(ops: &O, unit: &str) {
+    let held = ops
+        .unit_status(unit)
+        .await
+        .is_ok_and(|s| s.active_state == ActiveState::Failed || s.sub_state == "auto-restart");
+    if held {
+        info!(
+            unit,
+            "resetting the failed state and start limit before restarting"
+        );
+        hit("restart.reset_failed.before");
+        if let Err(e) = ops.reset_failed(unit).await {
+            warn!(unit, error = %format!("{e:#}"), "ResetFailedUnit failed");
+        }
+    }
 }
 
 /// Runs a k3s restart for a change recorded in `journal` (files already
