@@ -826,3 +826,99 @@ fn every_kill_point_is_finished_or_undone_by_the_next_apply() {
     assert!(out.status.success(), "{}", show(&out));
     println!("kill-point sweep (systemd 252): {swept} points swept");
 }
+
+/// A full disk and a read-only file system under the audit files (a small
+/// tmpfs mounted over /etc/rancher/k3s): the original stays untouched, the
+/// error names the path and the cause, no temp file is left, and the next
+/// apply on a healthy file system finishes the change.
+#[test]
+fn a_full_disk_or_a_read_only_fs_leaves_the_target_untouched() {
+    let Some(c) = boot("bad-env", "") else {
+        return;
+    };
+    let policy = "/etc/rancher/k3s/audit-policy.yaml";
+    let original = "# the admin own policy\napiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n";
+    c.sh_ok(&format!(
+        "mkdir -p /etc/rancher/k3s && cp -a /etc/rancher/k3s /root/k3s-etc && \
+         mount -t tmpfs -o size=64k tmpfs /etc/rancher/k3s && cp -a /root/k3s-etc/. /etc/rancher/k3s/ && \
+         printf '%s' '{original}' > {policy} && \
+         (dd if=/dev/zero of=/etc/rancher/k3s/filler bs=4k 2>/dev/null || true)"
+    ));
+    let no_temp = |what: &str| {
+        let t = c.sh_ok(
+            "find /etc/rancher/k3s /var/lib/sightline -name '.sightline-tmp.*' 2>/dev/null || true",
+        );
+        assert!(t.trim().is_empty(), "{what}: temp files left: {t}");
+    };
+    let out = sightline(&c, &["apply", "--host-only"]);
+    let text = show(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(policy) && text.contains("No space left on device"),
+        "{text}"
+    );
+    assert_eq!(c.read_file(policy).unwrap(), original);
+    no_temp("ENOSPC");
+
+    c.sh_ok("rm /etc/rancher/k3s/filler && mount -o remount,ro /etc/rancher/k3s");
+    let out = sightline(&c, &["apply", "--host-only"]);
+    let text = show(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("/etc/rancher/k3s/") && text.contains("Read-only file system"),
+        "{text}"
+    );
+    assert_eq!(c.read_file(policy).unwrap(), original);
+    no_temp("EROFS");
+
+    c.sh_ok("mount -o remount,rw /etc/rancher/k3s");
+    sightline_ok(&c, &["apply", "--host-only"]);
+    assert_eq!(
+        ok_starts(&c).last().unwrap()["audit_policy_sha256"],
+        sha(&builtin_policy())
+    );
+    assert_eq!(
+        c.read_file(&format!("/var/lib/sightline/backup{policy}"))
+            .unwrap(),
+        original,
+        "the original is backed up"
+    );
+    no_temp("after");
+}
+
+/// Two `sightline apply` at once: the second waits for the lock; both
+/// succeed, k3s restarts once, and the state stays whole.
+#[test]
+fn two_applies_at_once_take_turns() {
+    let Some(c) = boot("two-applies", "") else {
+        return;
+    };
+    c.write_file("/etc/default/k3s-standin", "READY_DELAY_SECONDS=3\n", 0o644);
+    let n = starts_count(&c);
+    let first = c
+        .command(&["sightline", "apply", "--host-only"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the first apply to hold the lock",
+        Duration::from_secs(20),
+        || {
+            c.read_file("/var/lib/sightline/intent.json").is_some()
+                || c.read_file("/var/lib/sightline/k3s-journal.json").is_some()
+        },
+    );
+    let second = sightline(&c, &["apply", "--host-only"]);
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", show(&first));
+    assert!(second.status.success(), "{}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("already converged"),
+        "the second ran after the first: {}",
+        show(&second)
+    );
+    assert_eq!(starts_count(&c), n + 1, "one restart");
+    let state = c.read_file("/var/lib/sightline/state.json").unwrap();
+    serde_json::from_str::<serde_json::Value>(&state).expect("state is whole");
+}
