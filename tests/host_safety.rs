@@ -61,3 +61,35 @@ fn a_tampered_bundle_is_refused_before_the_host_is_touched() {
         "{s}"
     );
 }
+
+#[test]
+fn only_a_directory_sightline_created_gets_its_mode_changed() {
+    let root = fixture("pi4");
+    let r = root.path();
+    // The log directory exists already, made by someone else.
+    std::fs::create_dir_all(r.join("srv/logs")).unwrap();
+    std::fs::set_permissions(
+        r.join("srv/logs"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    write(
+        r,
+        "/etc/sightline/config.toml",
+        "[audit]\nlog_path = \"/srv/logs/audit.log\"\n",
+    );
+    let out = ok(r, &["apply", "--no-restart", "--host-only"]);
+    assert_eq!(mode(r, "/srv/logs"), 0o755, "{out}");
+    assert!(out.contains("/srv/logs has mode 0755"), "{out}");
+    // A directory sightline created is kept at its mode.
+    std::fs::remove_dir_all(r.join("srv/logs")).unwrap();
+    ok(r, &["apply", "--no-restart", "--host-only"]);
+    assert_eq!(mode(r, "/srv/logs"), 0o700);
+    std::fs::set_permissions(
+        r.join("srv/logs"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    ok(r, &["apply", "--no-restart", "--host-only"]);
+    assert_eq!(mode(r, "/srv/logs"), 0o700, "drift repaired");
+}
