@@ -753,3 +753,40 @@ fn repairing_an_edit_k3s_runs_rolls_back_when_k3s_rejects_the_repair() {
         assert!(*ops.ready.borrow());
     });
 }
+
+#[test]
+fn a_rollback_restores_a_symlinked_policy_as_a_symlink() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    write(
+        e.root.root(),
+        "/etc/rancher/k3s/site-policy.yaml",
+        "site: policy\n",
+    );
+    std::os::unix::fs::symlink("site-policy.yaml", e.root.path(POLICY)).unwrap();
+    let builtin = std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap();
+    write(
+        e.root.root(),
+        "/etc/sightline/reject.yaml",
+        &format!("{builtin}# REJECT\n"),
+    );
+    set_config(
+        &e,
+        "[audit]\npolicy_source = \"/etc/sightline/reject.yaml\"\n",
+    );
+    rt().block_on(async {
+        let err = apply(&e, &ops, true).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("previous configuration is restored"),
+            "{err:#}"
+        );
+        assert_eq!(
+            std::fs::read_link(e.root.path(POLICY)).unwrap(),
+            Path::new("site-policy.yaml")
+        );
+        assert_eq!(
+            read(e.root.root(), "/etc/rancher/k3s/site-policy.yaml"),
+            "site: policy\n"
+        );
+    });
+}
