@@ -548,16 +548,29 @@ fn uninstall_with_a_missing_backup_restores_the_rest_and_says_what_it_could_not(
     });
 }
 
-#[test]
-fn a_managed_file_that_was_a_symlink_is_restored_as_a_symlink() {
-    let e = env("pi4", "");
-    let ops = FakeK3s::new(e.root.root());
+/// The policy path is a relative link to a file of the site's own.
+fn link_policy_to_a_site_file(e: &Env) {
     write(
         e.root.root(),
         "/etc/rancher/k3s/site-policy.yaml",
         "site: policy\n",
     );
     std::os::unix::fs::symlink("site-policy.yaml", e.root.path(POLICY)).unwrap();
+}
+
+fn assert_policy_is_the_site_link(e: &Env) {
+    assert_eq!(
+        std::fs::read_link(e.root.path(POLICY)).unwrap(),
+        Path::new("site-policy.yaml")
+    );
+    assert_eq!(read(e.root.root(), POLICY), "site: policy\n");
+}
+
+#[test]
+fn a_managed_file_that_was_a_symlink_is_restored_as_a_symlink() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    link_policy_to_a_site_file(&e);
     rt().block_on(async {
         apply(&e, &ops, true).await.unwrap();
         assert!(
@@ -570,11 +583,7 @@ fn a_managed_file_that_was_a_symlink_is_restored_as_a_symlink() {
             "the link's target is never written"
         );
         uninstall(&e, &ops).await.unwrap();
-        assert_eq!(
-            std::fs::read_link(e.root.path(POLICY)).unwrap(),
-            Path::new("site-policy.yaml")
-        );
-        assert_eq!(read(e.root.root(), POLICY), "site: policy\n");
+        assert_policy_is_the_site_link(&e);
     });
 }
 
@@ -758,12 +767,7 @@ fn repairing_an_edit_k3s_runs_rolls_back_when_k3s_rejects_the_repair() {
 fn a_rollback_restores_a_symlinked_policy_as_a_symlink() {
     let e = env("pi4", "");
     let ops = FakeK3s::new(e.root.root());
-    write(
-        e.root.root(),
-        "/etc/rancher/k3s/site-policy.yaml",
-        "site: policy\n",
-    );
-    std::os::unix::fs::symlink("site-policy.yaml", e.root.path(POLICY)).unwrap();
+    link_policy_to_a_site_file(&e);
     let builtin = std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap();
     write(
         e.root.root(),
@@ -780,13 +784,6 @@ fn a_rollback_restores_a_symlinked_policy_as_a_symlink() {
             format!("{err:#}").contains("previous configuration is restored"),
             "{err:#}"
         );
-        assert_eq!(
-            std::fs::read_link(e.root.path(POLICY)).unwrap(),
-            Path::new("site-policy.yaml")
-        );
-        assert_eq!(
-            read(e.root.root(), "/etc/rancher/k3s/site-policy.yaml"),
-            "site: policy\n"
-        );
+        assert_policy_is_the_site_link(&e);
     });
 }
