@@ -290,17 +290,26 @@ fn write_changes(
     } else {
         None
     };
-    hit("converge.intent.before");
-    let mut intent = Intent::begin(root, c, state, p)?;
-    hit("converge.intent.after");
-    let applied = apply_changes(root, c, state, p, &mut |i| intent.mark_done(root, c, i));
+    // A no-op writes nothing, not even the intent record.
+    let mut intent = if p.changes.is_empty() {
+        None
+    } else {
+        hit("converge.intent.before");
+        let i = Intent::begin(root, c, state, p)?;
+        hit("converge.intent.after");
+        Some(i)
+    };
+    let applied = apply_changes(root, c, state, p, &mut |i| match intent.as_mut() {
+        Some(intent) => intent.mark_done(root, c, i),
+        None => Ok(()),
+    });
     let notes = match applied {
         Ok(notes) => notes,
         Err(err) => {
             // What was written stays recorded (backups above all), and the
             // effects it owes stay pending: the next run or an uninstall
             // must know about them.
-            if let Err(e) = intent.settle(root, c, state) {
+            if let Some(Err(e)) = intent.map(|i| i.settle(root, c, state)) {
                 warn!(error = %format!("{e:#}"), "cannot record the changes made before the failure");
             }
             if let Some(j) = journal {
@@ -316,7 +325,9 @@ fn write_changes(
     hit("converge.state.before");
     state.save(root, c)?;
     hit("converge.state.after");
-    intent.finish(root, c)?;
+    if let Some(i) = intent {
+        i.finish(root, c)?;
+    }
     Ok((journal, notes))
 }
 
