@@ -34,7 +34,8 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
     write_with(path, data, mode, Durability::Durable)
 }
 
-fn write_with(path: &Path, data: &[u8], mode: u32, durability: Durability) -> io::Result<()> {
+/// The directory of `path` (created when missing) and its file name.
+fn prepare_dir(path: &Path) -> io::Result<(PathBuf, String)> {
     let dir = parent_of(path)?;
     create_dir_all(&dir, 0o755)?;
     let file_name = path
@@ -42,6 +43,24 @@ fn write_with(path: &Path, data: &[u8], mode: u32, durability: Durability) -> io
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
         .to_string_lossy()
         .into_owned();
+    Ok((dir, file_name))
+}
+
+/// A fresh temp name beside `file_name` in `dir`. The writer's pid in the
+/// name tells a leftover of a killed run from a temp file another live
+/// sightline task is writing right now.
+fn temp_name(dir: &Path, file_name: &str) -> io::Result<PathBuf> {
+    let mut rnd = [0u8; 6];
+    getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(dir.join(format!(
+        "{TEMP_PREFIX}{}-{}.{file_name}",
+        std::process::id(),
+        hex::encode(rnd)
+    )))
+}
+
+fn write_with(path: &Path, data: &[u8], mode: u32, durability: Durability) -> io::Result<()> {
+    let (dir, file_name) = prepare_dir(path)?;
     let (tmp_path, mut tmp) = create_temp(&dir, &file_name, mode)?;
     let result = (|| {
         // The open() mode is filtered by the umask; set it explicitly before
@@ -62,6 +81,19 @@ fn write_with(path: &Path, data: &[u8], mode: u32, durability: Durability) -> io
         let _ = fs::remove_file(&tmp_path);
     }
     result
+}
+
+/// Makes `path` a symlink to `target` atomically (a link under a temp name,
+/// renamed over `path`), for restoring an original that was a symlink.
+pub fn symlink_atomic(target: &Path, path: &Path) -> io::Result<()> {
+    let (dir, file_name) = prepare_dir(path)?;
+    let tmp = temp_name(&dir, &file_name)?;
+    std::os::unix::fs::symlink(target, &tmp)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fsync_dir(&dir)
 }
 
 /// Writes `data` unless `path` already holds exactly it; returns whether it
@@ -118,6 +150,58 @@ pub fn remove_file(path: &Path) -> io::Result<bool> {
     }
 }
 
+/// Removes sightline's temp files in `dir` (and below it when `recursive`)
+/// that no live writer owns: those of a process that is gone, and those of
+/// an older naming that are more than ten minutes old. Returns what it removed.
+pub fn remove_temp_files(dir: &Path, recursive: bool) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(removed),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ft = entry.file_type()?;
+        if ft.is_dir() && recursive {
+            removed.extend(remove_temp_files(&entry.path(), true)?);
+        } else if (ft.is_file() || ft.is_symlink())
+            && name.starts_with(TEMP_PREFIX)
+            && is_orphan(&name, &entry)?
+        {
+            fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    if !removed.is_empty() {
+        fsync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+fn is_orphan(name: &str, entry: &fs::DirEntry) -> io::Result<bool> {
+    let tag = name[TEMP_PREFIX.len()..]
+        .split('.')
+        .next()
+        .unwrap_or_default();
+    if let Some((pid, rnd)) = tag.split_once('-')
+        && rnd.len() == 12
+        && let Ok(pid) = pid.parse::<i32>()
+    {
+        if pid as u32 == std::process::id() {
+            return Ok(false);
+        }
+        // kill(pid, 0) fails with ESRCH only when no such process exists.
+        return Ok(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+                == Err(nix::errno::Errno::ESRCH),
+        );
+    }
+    let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+    Ok(age > std::time::Duration::from_secs(600))
+}
+
 /// fsyncs a directory so that a rename or unlink in it is durable.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -132,9 +216,7 @@ fn parent_of(path: &Path) -> io::Result<PathBuf> {
 
 fn create_temp(dir: &Path, file_name: &str, mode: u32) -> io::Result<(PathBuf, File)> {
     for _ in 0..16 {
-        let mut rnd = [0u8; 6];
-        getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
-        let tmp_path = dir.join(format!("{TEMP_PREFIX}{file_name}.{}", hex::encode(rnd)));
+        let tmp_path = temp_name(dir, file_name)?;
         match OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -210,6 +292,32 @@ mod tests {
         assert!(write_if_changed(&p, b"a 1\n", 0o600, Durability::Volatile).unwrap());
         assert!(write_if_changed(&p, b"a 2\n", 0o600, Durability::Volatile).unwrap());
         assert_eq!(fs::read(&p).unwrap(), b"a 2\n");
+    }
+
+    #[test]
+    fn temp_files_of_dead_writers_are_removed_and_live_ones_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let sub = d.path().join("backup/etc");
+        fs::create_dir_all(&sub).unwrap();
+        // pid 2^22 + 1 is above the kernel's pid_max limit: never alive.
+        let dead = sub.join(format!("{TEMP_PREFIX}4194305-0123456789ab.policy.yaml"));
+        let mine = d.path().join(format!(
+            "{TEMP_PREFIX}{}-0123456789ab.state.json",
+            std::process::id()
+        ));
+        let fresh_old_style = d
+            .path()
+            .join(format!("{TEMP_PREFIX}state.json.0123456789ab"));
+        let other = d.path().join("state.json");
+        for f in [&dead, &mine, &fresh_old_style, &other] {
+            fs::write(f, b"x").unwrap();
+        }
+        assert!(remove_temp_files(d.path(), false).unwrap().is_empty());
+        assert_eq!(
+            remove_temp_files(d.path(), true).unwrap(),
+            vec![dead.clone()]
+        );
+        assert!(!dead.exists() && mine.exists() && fresh_old_style.exists() && other.exists());
     }
 
     #[test]

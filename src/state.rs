@@ -59,6 +59,14 @@ pub struct K3sState {
     /// Digest of the audit files the running k3s is known to have loaded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loaded_digest: Option<String>,
+    /// The k3s start (InvocationID) that loaded `loaded_digest`: a later
+    /// start loaded whatever was on disk then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loaded_invocation: Option<String>,
+    /// When sightline started k3s lately (µs since the epoch), to stay
+    /// within its start rate limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_starts_us: Vec<u64>,
     /// When the audit files were last written (µs since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_at_us: Option<u64>,

@@ -13,7 +13,7 @@ use common::*;
 use sightline::config;
 use sightline::effects::Effect;
 use sightline::engine::journal::{Journal, Phase};
-use sightline::engine::ops::{ActiveState, JobResult, LoadState, Ops, UnitStatus};
+use sightline::engine::ops::{ActiveState, JobResult, LoadState, Ops, StartLimit, UnitStatus};
 use sightline::engine::{ConvergeOptions, EffectOutcome, converge};
 use sightline::facts::Facts;
 use sightline::state::State;
@@ -33,6 +33,18 @@ struct FakeK3s {
     watchdog: RefCell<u64>,
     watchdog_cap: Option<u64>,
     calls: RefCell<Vec<String>>,
+    /// StartLimitIntervalUSec / StartLimitBurst of the unit.
+    start_limit: Option<StartLimit>,
+    /// Start times within the rate-limit window.
+    starts: RefCell<Vec<u64>>,
+    /// `failed`, as after `start-limit-hit` or a crash.
+    failed: RefCell<bool>,
+    /// `inactive`: stopped by an administrator.
+    stopped: RefCell<bool>,
+    /// Bumped on every start, by sightline or anyone else.
+    invocation: RefCell<u32>,
+    /// When set, k3s becomes ready only on a drop-in containing this.
+    require_in_dropin: Option<&'static str>,
 }
 
 impl FakeK3s {
@@ -46,7 +58,28 @@ impl FakeK3s {
             watchdog: RefCell::new(0),
             watchdog_cap: None,
             calls: RefCell::new(Vec::new()),
+            start_limit: None,
+            starts: RefCell::new(Vec::new()),
+            failed: RefCell::new(false),
+            stopped: RefCell::new(false),
+            invocation: RefCell::new(0),
+            require_in_dropin: None,
         }
+    }
+    fn file(&self, host: &str) -> Option<String> {
+        std::fs::read_to_string(self.root.join(host.trim_start_matches('/'))).ok()
+    }
+    /// `systemctl restart k3s` by someone else: k3s loads what is on disk.
+    fn restart_from_outside(&self) {
+        *self.invocation.borrow_mut() += 1;
+        *self.start_us.borrow_mut() = sightline::clock::now_us();
+    }
+    fn restarts_by_sightline(&self) -> usize {
+        self.calls
+            .borrow()
+            .iter()
+            .filter(|c| c.starts_with("restart "))
+            .count()
     }
     fn loaded_policies(&self) -> Vec<Option<String>> {
         self.restarts.borrow().clone()
@@ -77,9 +110,34 @@ impl Ops for FakeK3s {
     }
     async fn restart_unit(&self, unit: &str, _t: Duration) -> Result<JobResult> {
         self.calls.borrow_mut().push(format!("restart {unit}"));
-        let policy = std::fs::read_to_string(self.root.join(POLICY.trim_start_matches('/'))).ok();
-        *self.ready.borrow_mut() = !policy.as_deref().is_some_and(|p| p.contains("REJECT"));
-        *self.start_us.borrow_mut() = sightline::clock::now_us();
+        let now = sightline::clock::now_us();
+        if let Some(l) = self.start_limit {
+            // systemd src/core/unit.c unit_test_start_limit(): a start beyond
+            // StartLimitBurst within StartLimitIntervalUSec is refused, the
+            // job fails and the unit is left `failed` (start-limit-hit).
+            self.starts
+                .borrow_mut()
+                .retain(|t| now.saturating_sub(*t) < l.interval_us);
+            if self.starts.borrow().len() >= l.burst as usize {
+                *self.failed.borrow_mut() = true;
+                *self.ready.borrow_mut() = false;
+                return Ok(JobResult::Failed);
+            }
+            self.starts.borrow_mut().push(now);
+        }
+        if *self.failed.borrow() {
+            // A failed unit starts again on a job once below the limit.
+            *self.failed.borrow_mut() = false;
+        }
+        *self.stopped.borrow_mut() = false;
+        let policy = self.file(POLICY);
+        let accepted = !policy.as_deref().is_some_and(|p| p.contains("REJECT"))
+            && self
+                .require_in_dropin
+                .is_none_or(|m| self.file(DROPIN).is_some_and(|d| d.contains(m)));
+        *self.ready.borrow_mut() = accepted;
+        *self.start_us.borrow_mut() = now;
+        *self.invocation.borrow_mut() += 1;
         self.restarts.borrow_mut().push(policy);
         Ok(if *self.ready.borrow() {
             JobResult::Done
@@ -87,15 +145,30 @@ impl Ops for FakeK3s {
             JobResult::Failed
         })
     }
+    async fn start_limit(&self, _unit: &str) -> Result<Option<StartLimit>> {
+        Ok(self.start_limit)
+    }
+    async fn reset_failed(&self, unit: &str) -> Result<()> {
+        // systemd unit_reset_failed(): clears `failed` and the start rate
+        // limit counter (ratelimit_reset(&u->start_ratelimit)).
+        self.calls.borrow_mut().push(format!("reset-failed {unit}"));
+        *self.failed.borrow_mut() = false;
+        self.starts.borrow_mut().clear();
+        Ok(())
+    }
     async fn unit_status(&self, _unit: &str) -> Result<UnitStatus> {
         Ok(UnitStatus {
-            active_state: if *self.ready.borrow() {
+            active_state: if *self.failed.borrow() {
+                ActiveState::Failed
+            } else if *self.stopped.borrow() {
+                ActiveState::Inactive
+            } else if *self.ready.borrow() {
                 ActiveState::Active
             } else {
                 ActiveState::Activating
             },
             sub_state: "running".into(),
-            invocation_id: format!("{:032x}", self.restarts.borrow().len()),
+            invocation_id: format!("{:032x}", *self.invocation.borrow()),
             n_restarts: *self.n_restarts.borrow(),
             exec_main_start_us: *self.start_us.borrow(),
             load_state: LoadState::Loaded,
@@ -415,5 +488,302 @@ fn uninstall_after_a_real_restart_restarts_k3s_without_the_flags() {
             Some(original.as_str())
         );
         assert!(!e.root.path("/var/lib/sightline").exists(), "state cleared");
+    });
+}
+
+async fn uninstall(
+    env: &Env,
+    ops: &FakeK3s,
+) -> Result<sightline::engine::uninstall::UninstallReport> {
+    let cfg = config::load(&env.root).unwrap();
+    let facts = Facts::detect(&env.root);
+    sightline::engine::uninstall::uninstall(&env.root, &cfg, &facts, Some(ops), false).await
+}
+
+#[test]
+fn uninstall_removes_only_what_sightline_recorded_in_its_state_dir() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        write(
+            e.root.root(),
+            "/var/lib/sightline/notes/keep-me",
+            "someone else's",
+        );
+        std::fs::create_dir_all(e.root.path("/var/lib/sightline/empty-foreign")).unwrap();
+        let r = uninstall(&e, &ops).await.unwrap();
+        assert_eq!(
+            read(e.root.root(), "/var/lib/sightline/notes/keep-me"),
+            "someone else's"
+        );
+        assert!(e.root.path("/var/lib/sightline/empty-foreign").is_dir());
+        assert!(!e.root.path("/var/lib/sightline/state.json").exists());
+        assert!(
+            r.kept.iter().any(|k| k.contains("notes/keep-me")),
+            "{:?}",
+            r.kept
+        );
+    });
+}
+
+#[test]
+fn uninstall_with_a_missing_backup_restores_the_rest_and_says_what_it_could_not() {
+    let e = env("ubuntu-cilium", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        let backup = format!("/var/lib/sightline/backup{POLICY}");
+        assert!(e.root.path(&backup).is_file(), "the original was backed up");
+        std::fs::remove_file(e.root.path(&backup)).unwrap();
+        let r = uninstall(&e, &ops).await.unwrap();
+        let w = r.host.plan.warnings.join("\n");
+        assert!(
+            w.contains(&format!("could not restore the original {POLICY}")) && w.contains(&backup),
+            "{w}"
+        );
+        assert!(!e.root.path(POLICY).exists(), "sightline's version removed");
+        assert!(!e.root.path(DROPIN).exists(), "the rest is done");
+        assert!(!e.root.path("/var/lib/sightline").exists(), "finished");
+    });
+}
+
+/// The policy path is a relative link to a file of the site's own.
+fn link_policy_to_a_site_file(e: &Env) {
+    write(
+        e.root.root(),
+        "/etc/rancher/k3s/site-policy.yaml",
+        "site: policy\n",
+    );
+    std::os::unix::fs::symlink("site-policy.yaml", e.root.path(POLICY)).unwrap();
+}
+
+fn assert_policy_is_the_site_link(e: &Env) {
+    assert_eq!(
+        std::fs::read_link(e.root.path(POLICY)).unwrap(),
+        Path::new("site-policy.yaml")
+    );
+    assert_eq!(read(e.root.root(), POLICY), "site: policy\n");
+}
+
+#[test]
+fn a_managed_file_that_was_a_symlink_is_restored_as_a_symlink() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    link_policy_to_a_site_file(&e);
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        assert!(
+            !e.root.path(POLICY).is_symlink(),
+            "sightline's file replaces the link"
+        );
+        assert_eq!(
+            read(e.root.root(), "/etc/rancher/k3s/site-policy.yaml"),
+            "site: policy\n",
+            "the link's target is never written"
+        );
+        uninstall(&e, &ops).await.unwrap();
+        assert_policy_is_the_site_link(&e);
+    });
+}
+
+#[test]
+fn an_admin_edit_is_reported_and_kept_before_uninstall_removes_it() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        let edited = format!("{}# tuned by the admin\n", read(e.root.root(), DROPIN));
+        write(e.root.root(), DROPIN, &edited);
+        let r = uninstall(&e, &ops).await.unwrap();
+        let copy = format!("/var/lib/sightline/edited{DROPIN}");
+        let w = r.host.plan.warnings.join("\n");
+        assert!(
+            w.contains(&format!("{DROPIN} was edited")) && w.contains(&copy),
+            "{w}"
+        );
+        assert!(!e.root.path(DROPIN).exists());
+        assert_eq!(read(e.root.root(), &copy), edited);
+        assert!(r.kept.iter().any(|k| k.contains("edited")), "{:?}", r.kept);
+    });
+}
+
+#[test]
+fn a_half_failed_apply_then_uninstall_keeps_the_users_original() {
+    let e = env("ubuntu-cilium", "");
+    let ops = FakeK3s::new(e.root.root());
+    let original = read(e.root.root(), POLICY);
+    // The drop-in directory is a dangling link, so it reads as empty but
+    // cannot be written: the policy is backed up and replaced, then
+    // writing the drop-in fails.
+    std::os::unix::fs::symlink("gone", e.root.path("/etc/rancher/k3s/config.yaml.d")).unwrap();
+    rt().block_on(async {
+        let err = apply(&e, &ops, true).await.unwrap_err();
+        assert!(format!("{err:#}").contains(DROPIN), "{err:#}");
+        assert_ne!(
+            read(e.root.root(), POLICY),
+            original,
+            "the policy was replaced"
+        );
+        let st = state(&e);
+        assert_eq!(
+            st.files[POLICY].backup.as_deref(),
+            Some(format!("/var/lib/sightline/backup{POLICY}").as_str()),
+            "the backup is recorded although the apply failed"
+        );
+        std::fs::remove_file(e.root.path("/etc/rancher/k3s/config.yaml.d")).unwrap();
+        uninstall(&e, &ops).await.unwrap();
+        assert_eq!(read(e.root.root(), POLICY), original);
+    });
+}
+
+fn set_config(e: &Env, config: &str) {
+    write(
+        e.root.root(),
+        "/etc/sightline/config.toml",
+        &format!("[k3s]\nready_timeout_seconds = 10\n{config}"),
+    );
+}
+
+#[test]
+fn restarts_in_quick_succession_stay_within_the_start_limit() {
+    let e = env("pi4", "");
+    let mut ops = FakeK3s::new(e.root.root());
+    ops.start_limit = Some(StartLimit {
+        interval_us: 2_000_000,
+        burst: 3,
+    });
+    rt().block_on(async {
+        let started = std::time::Instant::now();
+        for days in [1, 2, 3, 4] {
+            set_config(&e, &format!("[audit]\nmax_age_days = {days}\n"));
+            apply(&e, &ops, true)
+                .await
+                .unwrap_or_else(|err| panic!("apply {days}: {err:#}"));
+            assert!(!*ops.failed.borrow(), "start-limit-hit after apply {days}");
+        }
+        assert_eq!(ops.restarts_by_sightline(), 4);
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "waited for the window: {:?}",
+            started.elapsed()
+        );
+    });
+}
+
+/// A run killed during its restart of k3s (k3s then in whatever state the
+/// test set); returns the next run's recovery note.
+fn after_a_killed_restart(e: &Env, ops: &FakeK3s) -> String {
+    rt().block_on(async {
+        let policy = std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap();
+        interrupted_restart(e, &[POLICY, DROPIN], &policy);
+        apply(e, ops, false)
+            .await
+            .unwrap()
+            .recovered
+            .unwrap_or_default()
+    })
+}
+
+#[test]
+fn a_k3s_left_failed_by_an_interrupted_restart_is_reset_and_started() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    *ops.failed.borrow_mut() = true;
+    *ops.ready.borrow_mut() = false;
+    let recovered = after_a_killed_restart(&e, &ops);
+    {
+        assert!(
+            ops.calls
+                .borrow()
+                .iter()
+                .any(|c| c.starts_with("reset-failed")),
+            "{:?}",
+            ops.calls.borrow()
+        );
+        assert!(*ops.ready.borrow() && !*ops.failed.borrow());
+        assert!(recovered.contains("finished an interrupted k3s restart"));
+    }
+}
+
+#[test]
+fn a_k3s_an_administrator_stopped_stays_stopped() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    *ops.stopped.borrow_mut() = true;
+    let recovered = after_a_killed_restart(&e, &ops);
+    assert_eq!(ops.restarts_by_sightline(), 0, "{:?}", ops.calls.borrow());
+    assert!(*ops.stopped.borrow());
+    assert!(recovered.contains("stays stopped"), "{recovered}");
+}
+
+#[test]
+fn a_restart_by_someone_else_with_an_edited_dropin_needs_exactly_one_restart() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        assert_eq!(ops.restarts_by_sightline(), 1);
+        // Someone restarts k3s on the files sightline wrote: nothing to do.
+        ops.restart_from_outside();
+        apply(&e, &ops, true).await.unwrap();
+        assert_eq!(ops.restarts_by_sightline(), 1, "same files: no restart");
+        // Someone edits the drop-in and restarts k3s: k3s runs the edit.
+        let desired = read(e.root.root(), DROPIN);
+        write(e.root.root(), DROPIN, &format!("{desired}# admin\n"));
+        ops.restart_from_outside();
+        apply(&e, &ops, true).await.unwrap();
+        assert_eq!(read(e.root.root(), DROPIN), desired);
+        assert_eq!(ops.restarts_by_sightline(), 2, "exactly one restart");
+        apply(&e, &ops, true).await.unwrap();
+        assert_eq!(ops.restarts_by_sightline(), 2, "then a no-op");
+    });
+}
+
+#[test]
+fn repairing_an_edit_k3s_runs_rolls_back_when_k3s_rejects_the_repair() {
+    let e = env("pi4", "");
+    let mut ops = FakeK3s::new(e.root.root());
+    rt().block_on(async {
+        apply(&e, &ops, true).await.unwrap();
+        let desired = read(e.root.root(), DROPIN);
+        write(e.root.root(), DROPIN, &format!("{desired}# admin\n"));
+        ops.restart_from_outside();
+        ops.require_in_dropin = Some("# admin");
+        let err = apply(&e, &ops, true).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("previous configuration is restored"),
+            "{err:#}"
+        );
+        assert!(
+            read(e.root.root(), DROPIN).contains("# admin"),
+            "rolled back"
+        );
+        assert!(*ops.ready.borrow());
+    });
+}
+
+#[test]
+fn a_rollback_restores_a_symlinked_policy_as_a_symlink() {
+    let e = env("pi4", "");
+    let ops = FakeK3s::new(e.root.root());
+    link_policy_to_a_site_file(&e);
+    let builtin = std::fs::read_to_string(repo().join("files/audit-policy.yaml")).unwrap();
+    write(
+        e.root.root(),
+        "/etc/sightline/reject.yaml",
+        &format!("{builtin}# REJECT\n"),
+    );
+    set_config(
+        &e,
+        "[audit]\npolicy_source = \"/etc/sightline/reject.yaml\"\n",
+    );
+    rt().block_on(async {
+        let err = apply(&e, &ops, true).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("previous configuration is restored"),
+            "{err:#}"
+        );
+        assert_policy_is_the_site_link(&e);
     });
 }

@@ -519,6 +519,14 @@ fn the_watchdog_setting_is_applied_over_dbus_and_read_back() {
         "MemTotal: 3884504 kB\nMemAvailable: 3201820 kB\n",
         0o644,
     );
+    // k3s is found over this bus (the container's stand-in), but its API
+    // certificates are not under /srv/pi, so readiness could never be
+    // proven there: this test is about the watchdog alone.
+    p.write_file(
+        "/srv/pi/etc/sightline/config.toml",
+        "[audit]\nenabled = false\n",
+        0o644,
+    );
     let c = p.boot().unwrap_or_else(|s| panic!("{s}"));
     let out = sightline_ok(
         &c,
@@ -621,4 +629,417 @@ fn uninstall_stops_the_daemon_first_so_nothing_is_put_back() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(c.read_file(POLICY).is_none(), "the audit policy came back");
     assert_eq!(active(&c, "k3s"), "active");
+}
+
+fn starts_count(c: &Container) -> usize {
+    ok_starts(c).len()
+}
+
+/// Issue 11 item 1: k3s reads its config only when it starts
+/// (k3s pkg/configfilearg/parser.go), so after someone else restarts it on
+/// an edited drop-in, repairing the drop-in needs exactly one restart.
+#[test]
+fn an_edit_k3s_was_restarted_on_is_repaired_with_exactly_one_restart() {
+    let Some(c) = boot("outside-restart", "") else {
+        return;
+    };
+    sightline_ok(&c, &["apply", "--host-only"]);
+    let dropin = "/etc/rancher/k3s/config.yaml.d/60-sightline-audit.yaml";
+    // A restart from outside on the same files needs nothing.
+    c.sh_ok("systemctl restart k3s");
+    let n = starts_count(&c);
+    let out = sightline_ok(&c, &["apply", "--host-only"]);
+    assert!(!out.contains("restart k3s.service and wait"), "{out}");
+    assert_eq!(starts_count(&c), n, "no restart for the same files");
+    // An edit, then a restart from outside: k3s runs the edit.
+    c.sh_ok(&format!(
+        "sed -i 's/audit-log-maxage=30/audit-log-maxage=7/' {dropin} && systemctl restart k3s"
+    ));
+    let n = starts_count(&c);
+    assert!(
+        ok_starts(&c).last().unwrap()["kube_apiserver_args"]
+            .to_string()
+            .contains("audit-log-maxage=7")
+    );
+    let out = sightline_ok(&c, &["apply", "--host-only"]);
+    assert!(
+        out.contains("restart k3s.service and wait for /readyz: done"),
+        "{out}"
+    );
+    assert_eq!(starts_count(&c), n + 1, "exactly one restart");
+    assert!(
+        ok_starts(&c).last().unwrap()["kube_apiserver_args"]
+            .to_string()
+            .contains("audit-log-maxage=30")
+    );
+    let out = sightline_ok(&c, &["apply", "--host-only"]);
+    assert!(out.contains("already converged"), "{out}");
+    assert_eq!(starts_count(&c), n + 1);
+}
+
+/// The same, with a k3s that rejects the repaired file: sightline rolls
+/// back to what k3s ran and exits non-zero.
+#[test]
+fn a_repair_k3s_rejects_is_rolled_back_with_a_non_zero_exit() {
+    let Some(c) = boot("outside-restart-reject", "") else {
+        return;
+    };
+    sightline_ok(&c, &["apply", "--host-only"]);
+    let policy = "/etc/rancher/k3s/audit-policy.yaml";
+    c.sh_ok(&format!(
+        "sed -i 's/# Health probes.*/# tuned by the admin/' {policy} && systemctl restart k3s"
+    ));
+    let edited = c.read_file(policy).unwrap();
+    c.write_file(
+        "/etc/default/k3s-standin",
+        "REJECT_POLICY_CONTAINING=Health probes\n",
+        0o644,
+    );
+    let out = sightline(&c, &["apply", "--host-only"]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(
+        show(&out).contains("previous configuration is restored"),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(c.read_file(policy).unwrap(), edited, "rolled back");
+    wait_until("k3s active", Duration::from_secs(30), || {
+        active(&c, "k3s") == "active"
+    });
+    assert_eq!(
+        ok_starts(&c).last().unwrap()["audit_policy_sha256"],
+        sha(&edited)
+    );
+}
+
+/// `sightline apply --host-only` in the container, killed at `failpoint`
+/// when given; `log` collects the failpoints passed.
+#[cfg(feature = "failpoints")]
+fn apply_at(c: &Container, failpoint: Option<&str>, log: bool) -> Output {
+    let mut argv = vec!["env".to_string(), "SIGHTLINE_LOG=info".to_string()];
+    if let Some(f) = failpoint {
+        argv.push(format!("SIGHTLINE_FAILPOINT={f}"));
+    }
+    if log {
+        argv.push("SIGHTLINE_FAILPOINT_LOG=/run/points.log".into());
+    }
+    argv.extend(["sightline", "apply", "--host-only"].map(String::from));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    c.command(&argv).output().unwrap()
+}
+
+/// Every `name@n` in the container's failpoint log, in order; clears it.
+#[cfg(feature = "failpoints")]
+fn logged_points(c: &Container) -> Vec<String> {
+    let mut seen: std::collections::BTreeMap<String, u32> = Default::default();
+    let text = c.read_file("/run/points.log").unwrap_or_default();
+    c.sh_ok("rm -f /run/points.log");
+    text.lines()
+        .map(|name| {
+            let n = seen.entry(name.to_string()).or_default();
+            *n += 1;
+            format!("{name}@{n}")
+        })
+        .collect()
+}
+
+#[cfg(feature = "failpoints")]
+fn killed(out: &Output) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    out.status.signal() == Some(9) || out.status.code() == Some(128 + 9)
+}
+
+/// The invariants after a killed run and the next apply: k3s active (never
+/// `start-limit-hit`) on the complete config `want_maxage`/`want_policy`,
+/// no temp file, no journal left.
+#[cfg(feature = "failpoints")]
+fn assert_settled(c: &Container, point: &str, want_maxage: u32, want_policy: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while active(c, "k3s") != "active" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{point}: k3s not active:\n{}",
+            show(&c.sh("systemctl status k3s --no-pager -n 30"))
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(prop(c, "k3s", "Result"), "start-limit-hit", "{point}");
+    let last = ok_starts(c).last().unwrap().clone();
+    assert!(
+        last["kube_apiserver_args"]
+            .to_string()
+            .contains(&format!("audit-log-maxage={want_maxage}\"")),
+        "{point}: k3s runs {last}"
+    );
+    assert_eq!(last["audit_policy_sha256"], sha(want_policy), "{point}");
+    let temps = c.sh_ok(
+        "find /etc/rancher /etc/systemd /var/lib/sightline /var/log/k3s -name '.sightline-tmp.*' 2>/dev/null || true",
+    );
+    assert!(temps.trim().is_empty(), "{point}: temp files left: {temps}");
+    for j in ["intent.json", "k3s-journal.json"] {
+        assert!(
+            c.read_file(&format!("/var/lib/sightline/{j}")).is_none(),
+            "{point}: {j} left"
+        );
+    }
+}
+
+/// bootupd's model under a real systemd 252: for every failpoint an apply
+/// passes (writes, journal phases, restart, readiness wait, rollback),
+/// sightline is SIGKILLed there, then the next apply runs. k3s has a start
+/// rate limit (5 starts in 10 s, systemd's default) so restarts in quick
+/// succession are covered too.
+#[cfg(feature = "failpoints")]
+#[test]
+fn every_kill_point_is_finished_or_undone_by_the_next_apply() {
+    let Some(c) = boot("killpoints", "") else {
+        return;
+    };
+    c.write_file(
+        "/etc/systemd/system/k3s.service.d/50-start-limit.conf",
+        "[Unit]\nStartLimitIntervalSec=10\nStartLimitBurst=5\n",
+        0o644,
+    );
+    c.sh_ok("systemctl daemon-reload");
+    // A slow start, so that the readiness wait is a point too.
+    c.write_file("/etc/default/k3s-standin", "READY_DELAY_SECONDS=2\n", 0o644);
+    // Each step changes both audit files: the policy (a custom one with a
+    // version line) and the drop-in (the log's max age).
+    let builtin = builtin_policy();
+    let policy_of = |days: u32, reject: bool| {
+        format!(
+            "{builtin}# v{days}\n{}",
+            if reject { "# REJECT-ME\n" } else { "" }
+        )
+    };
+    let set = |days: u32, reject: bool| {
+        c.write_file("/etc/sightline/policy.yaml", policy_of(days, reject), 0o644);
+        c.write_file(
+            "/etc/sightline/config.toml",
+            format!(
+                "{BASE_CONFIG}[audit]\nmax_age_days = {days}\npolicy_source = \"/etc/sightline/policy.yaml\"\n"
+            ),
+            0o644,
+        );
+    };
+    set(1, false);
+    let first = apply_at(&c, None, false);
+    assert!(first.status.success(), "{}", show(&first));
+    set(2, false);
+    let out = apply_at(&c, None, true);
+    assert!(out.status.success(), "{}", show(&out));
+    // How often the readiness wait polls depends on timing: its first
+    // round is the point.
+    let points: Vec<String> = logged_points(&c)
+        .into_iter()
+        .filter(|p| !p.starts_with("restart.wait@") || p == "restart.wait@1")
+        .collect();
+    assert!(points.iter().any(|p| p == "restart.wait@1"), "{points:?}");
+
+    // The rollback path: a policy the stand-in rejects.
+    c.write_file(
+        "/etc/default/k3s-standin",
+        "READY_DELAY_SECONDS=2\nREJECT_POLICY_CONTAINING=REJECT-ME\n",
+        0o644,
+    );
+    set(3, true);
+    let out = apply_at(&c, None, true);
+    assert!(!out.status.success(), "{}", show(&out));
+    let rollback_points: Vec<String> = logged_points(&c)
+        .into_iter()
+        .filter(|p| {
+            p.starts_with("rollback")
+                || p.starts_with("journal.restore")
+                || p == "restart.reset_failed.before@1"
+        })
+        .collect();
+    assert!(!rollback_points.is_empty());
+    assert_settled(&c, "rollback discovery", 2, &policy_of(2, false));
+    let mut good = 2;
+
+    let mut swept = 0;
+    let mut days = 3;
+    for point in &points {
+        days += 1;
+        set(days, false);
+        let out = apply_at(&c, Some(point), false);
+        assert!(killed(&out), "{point}: not killed there:\n{}", show(&out));
+        let next = apply_at(&c, None, false);
+        assert!(
+            next.status.success(),
+            "{point}: next apply:\n{}",
+            show(&next)
+        );
+        assert_settled(&c, point, days, &policy_of(days, false));
+        good = days;
+        let n = starts_count(&c);
+        let state = c.read_file("/var/lib/sightline/state.json");
+        let again = apply_at(&c, None, false);
+        assert!(again.status.success(), "{point}: {}", show(&again));
+        assert!(
+            String::from_utf8_lossy(&again.stdout).contains("already converged"),
+            "{point}: {}",
+            show(&again)
+        );
+        assert_eq!(
+            starts_count(&c),
+            n,
+            "{point}: the second apply restarted k3s"
+        );
+        assert_eq!(
+            c.read_file("/var/lib/sightline/state.json"),
+            state,
+            "{point}: state rewritten"
+        );
+        swept += 1;
+    }
+    for point in &rollback_points {
+        days += 1;
+        set(days, true);
+        let out = apply_at(&c, Some(point), false);
+        assert!(killed(&out), "{point}: not killed there:\n{}", show(&out));
+        // The next run finishes the rollback, retries the rejected change
+        // (a person asked for it), and reports the rejection again.
+        let next = apply_at(&c, None, false);
+        assert!(!next.status.success(), "{point}: {}", show(&next));
+        assert!(
+            show(&next).contains("previous configuration is restored"),
+            "{point}: {}",
+            show(&next)
+        );
+        assert_settled(&c, point, good, &policy_of(good, false));
+        swept += 1;
+    }
+    set(days + 1, false);
+    let out = apply_at(&c, None, false);
+    assert!(out.status.success(), "{}", show(&out));
+    println!("kill-point sweep (systemd 252): {swept} points swept");
+}
+
+/// A full disk and a read-only file system under the audit files (a small
+/// tmpfs mounted over /etc/rancher/k3s): the original stays untouched, the
+/// error names the path and the cause, no temp file is left, and the next
+/// apply on a healthy file system finishes the change.
+#[test]
+fn a_full_disk_or_a_read_only_fs_leaves_the_target_untouched() {
+    let Some(c) = boot("bad-env", "") else {
+        return;
+    };
+    let policy = "/etc/rancher/k3s/audit-policy.yaml";
+    let original = "# the admin own policy\napiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: Metadata\n";
+    c.sh_ok(&format!(
+        "mkdir -p /etc/rancher/k3s && cp -a /etc/rancher/k3s /root/k3s-etc && \
+         mount -t tmpfs -o size=64k tmpfs /etc/rancher/k3s && cp -a /root/k3s-etc/. /etc/rancher/k3s/ && \
+         printf '%s' '{original}' > {policy} && \
+         (dd if=/dev/zero of=/etc/rancher/k3s/filler bs=4k 2>/dev/null || true)"
+    ));
+    let no_temp = |what: &str| {
+        let t = c.sh_ok(
+            "find /etc/rancher/k3s /var/lib/sightline -name '.sightline-tmp.*' 2>/dev/null || true",
+        );
+        assert!(t.trim().is_empty(), "{what}: temp files left: {t}");
+    };
+    let out = sightline(&c, &["apply", "--host-only"]);
+    let text = show(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(policy) && text.contains("No space left on device"),
+        "{text}"
+    );
+    assert_eq!(c.read_file(policy).unwrap(), original);
+    no_temp("ENOSPC");
+
+    c.sh_ok("rm /etc/rancher/k3s/filler && mount -o remount,ro /etc/rancher/k3s");
+    let out = sightline(&c, &["apply", "--host-only"]);
+    let text = show(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("/etc/rancher/k3s/") && text.contains("Read-only file system"),
+        "{text}"
+    );
+    assert_eq!(c.read_file(policy).unwrap(), original);
+    no_temp("EROFS");
+
+    c.sh_ok("mount -o remount,rw /etc/rancher/k3s");
+    sightline_ok(&c, &["apply", "--host-only"]);
+    assert_eq!(
+        ok_starts(&c).last().unwrap()["audit_policy_sha256"],
+        sha(&builtin_policy())
+    );
+    assert_eq!(
+        c.read_file(&format!("/var/lib/sightline/backup{policy}"))
+            .unwrap(),
+        original,
+        "the original is backed up"
+    );
+    no_temp("after");
+}
+
+/// Two `sightline apply` at once: the second waits for the lock; both
+/// succeed, k3s restarts once, and the state stays whole.
+#[test]
+fn two_applies_at_once_take_turns() {
+    let Some(c) = boot("two-applies", "") else {
+        return;
+    };
+    c.write_file("/etc/default/k3s-standin", "READY_DELAY_SECONDS=3\n", 0o644);
+    let n = starts_count(&c);
+    let first = c
+        .command(&["sightline", "apply", "--host-only"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the first apply to hold the lock",
+        Duration::from_secs(20),
+        || {
+            c.read_file("/var/lib/sightline/intent.json").is_some()
+                || c.read_file("/var/lib/sightline/k3s-journal.json").is_some()
+        },
+    );
+    let second = sightline(&c, &["apply", "--host-only"]);
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", show(&first));
+    assert!(second.status.success(), "{}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("already converged"),
+        "the second ran after the first: {}",
+        show(&second)
+    );
+    assert_eq!(starts_count(&c), n + 1, "one restart");
+    let state = c.read_file("/var/lib/sightline/state.json").unwrap();
+    serde_json::from_str::<serde_json::Value>(&state).expect("state is whole");
+}
+
+/// `apply` while the daemon converges: they take turns on the lock; k3s
+/// restarts once for the change, and the state stays whole.
+#[test]
+fn apply_while_the_daemon_runs_takes_its_turn() {
+    let Some(c) = boot(
+        "apply-and-daemon",
+        "[daemon]\nrecheck_interval_seconds = 600\n",
+    ) else {
+        return;
+    };
+    c.write_file("/etc/default/k3s-standin", "READY_DELAY_SECONDS=3\n", 0o644);
+    let n = starts_count(&c);
+    // `start` without waiting: the daemon's first converge (with its k3s
+    // restart) runs while the CLI asks for the lock.
+    c.sh_ok("systemctl start --no-block sightline.service");
+    wait_until("the daemon to begin", Duration::from_secs(20), || {
+        c.read_file("/var/lib/sightline/intent.json").is_some()
+            || c.read_file("/var/lib/sightline/k3s-journal.json").is_some()
+            || c.read_file("/var/lib/sightline/state.json").is_some()
+    });
+    let out = sightline(&c, &["apply", "--host-only"]);
+    assert!(out.status.success(), "{}", show(&out));
+    wait_until("the daemon ready", Duration::from_secs(60), || {
+        active(&c, "sightline") == "active"
+    });
+    assert_eq!(starts_count(&c), n + 1, "one restart between them");
+    let state = c.read_file("/var/lib/sightline/state.json").unwrap();
+    serde_json::from_str::<serde_json::Value>(&state).expect("state is whole");
+    let again = sightline_ok(&c, &["apply", "--host-only"]);
+    assert!(again.contains("already converged"), "{again}");
 }

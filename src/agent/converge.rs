@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use super::Ctx;
 use crate::config::LoadedConfig;
@@ -167,6 +167,12 @@ async fn run(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<ConvergeReport
     let cfg = &cfg;
     let desired = DesiredState::compute(&ctx.root, &cfg.config, &facts)
         .map_err(|e| ConvergeError::Refused(anyhow::Error::msg(e)))?;
+    // A tampered bundle must be refused before the host layer is touched:
+    // the host converge may restart k3s for a release that then cannot roll
+    // out. Unlike bad input it is published, so `status` shows it.
+    crate::bundle::Bundle::load(&ctx.root, &cfg.config)
+        .context("the bundle is refused; nothing on the host was changed")
+        .map_err(ConvergeError::Failed)?;
     converge_locked(ctx, cfg, mode, &facts, &desired)
         .await
         .map_err(ConvergeError::Failed)

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use super::Ctx;
 use crate::config::LoadedConfig;
-use crate::engine::ops::{JobResult, Ops, UnitStatus};
+use crate::engine::ops::{JobResult, Ops, StartLimit, UnitStatus};
 
 /// Connects to systemd when this root has one: the host's system bus for
 /// `--root /`, or an explicit `--system-bus`.
@@ -92,5 +92,13 @@ impl Ops for LiveOps {
 
     async fn k3s_ready(&self) -> Result<(), String> {
         self.api()?.readyz().await
+    }
+
+    async fn start_limit(&self, unit: &str) -> Result<Option<StartLimit>> {
+        self.systemd.start_limit(unit).await.map(Some)
+    }
+
+    async fn reset_failed(&self, unit: &str) -> Result<()> {
+        self.systemd.reset_failed(unit).await
     }
 }

@@ -5,6 +5,8 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::apply::apply_changes;
+use super::failpoint::hit;
+use super::intent::{self, Intent, owed};
 use super::journal::Journal;
 use super::ops::Ops;
 use super::plan::{Plan, plan};
@@ -163,7 +165,36 @@ pub async fn converge_to<O: Ops>(
     let recovered = if opts.dry_run {
         None
     } else {
-        recover(live, root, c, state).await?
+        let settled = intent::recover(root, c, state)?;
+        let restarted = recover(live, root, c, state).await?;
+        for t in intent::clean_temp_files(
+            root,
+            c,
+            state,
+            desired
+                .files
+                .iter()
+                .filter_map(|f| intent::parent(&f.path))
+                .chain(desired.dirs.iter().map(|d| d.path.clone())),
+        ) {
+            info!(path = %t.display(), "removed a temp file an interrupted write left");
+        }
+        let started = match live {
+            Some(ops) if c.k3s.allow_restart => {
+                super::k3s_start::note_start(ops, root, &c.k3s.unit, desired, state)
+                    .await
+                    .unwrap_or_else(|e| {
+                        warn!(error = %format!("{e:#}"), "cannot read which k3s start loaded the audit files");
+                        None
+                    })
+            }
+            _ => None,
+        };
+        let notes: Vec<String> = [settled, restarted, started]
+            .into_iter()
+            .flatten()
+            .collect();
+        (!notes.is_empty()).then(|| notes.join("; "))
     };
     let decisions = decisions(cfg, facts, state, opts.redecide);
     let mut p = plan(root, c, desired, state)?;
@@ -182,7 +213,8 @@ pub async fn converge_to<O: Ops>(
     if opts.dry_run {
         return Ok(report);
     }
-    let journal = write_changes(root, c, state, &p, live.is_some())?;
+    let (journal, notes) = write_changes(root, c, state, &p, live.is_some())?;
+    report.plan.warnings.extend(notes);
     report.applied = true;
     let Some(ops) = live else {
         report.effects_skipped_because = Some(if opts.no_restart {
@@ -225,16 +257,17 @@ fn hold_back_rejected(p: &mut Plan, state: &State) {
     ));
 }
 
-/// Writes the plan's changes and records them. Whenever this run will
+/// Writes the plan's changes and records them, under an intent record so
+/// that a kill half-way is settled by the next run. Whenever this run will
 /// restart k3s, the k3s files are journaled first, so an interruption can be
-/// finished or undone; the journal is returned for the restart.
+/// finished or undone; that journal is returned for the restart.
 fn write_changes(
     root: &Sysroot,
     c: &Config,
     state: &mut State,
     p: &Plan,
     live: bool,
-) -> Result<Option<Journal>> {
+) -> Result<(Option<Journal>, Vec<String>)> {
     let restart_due = p
         .all_effects()
         .iter()
@@ -257,17 +290,45 @@ fn write_changes(
     } else {
         None
     };
-    apply_changes(root, c, state, p)?;
+    // A no-op writes nothing, not even the intent record.
+    let mut intent = if p.changes.is_empty() {
+        None
+    } else {
+        hit("converge.intent.before");
+        let i = Intent::begin(root, c, state, p)?;
+        hit("converge.intent.after");
+        Some(i)
+    };
+    let applied = apply_changes(root, c, state, p, &mut |i| match intent.as_mut() {
+        Some(intent) => intent.mark_done(root, c, i),
+        None => Ok(()),
+    });
+    let notes = match applied {
+        Ok(notes) => notes,
+        Err(err) => {
+            // What was written stays recorded (backups above all), and the
+            // effects it owes stay pending: the next run or an uninstall
+            // must know about them.
+            if let Some(Err(e)) = intent.map(|i| i.settle(root, c, state)) {
+                warn!(error = %format!("{e:#}"), "cannot record the changes made before the failure");
+            }
+            if let Some(j) = journal {
+                let _ = j.finish(root, c);
+            }
+            return Err(err);
+        }
+    };
     if p.touches_audit() {
         state.k3s.written_at_us = Some(now_us());
     }
-    state.pending_effects = p
-        .all_effects()
-        .into_iter()
-        .filter(|e| !matches!(e, Effect::RestartK3s { .. }))
-        .collect();
+    state.pending_effects = owed(p);
+    hit("converge.state.before");
     state.save(root, c)?;
-    Ok(journal)
+    hit("converge.state.after");
+    if let Some(i) = intent {
+        i.finish(root, c)?;
+    }
+    Ok((journal, notes))
 }
 
 /// Runs every due effect in order, recording each outcome in the report;
@@ -292,6 +353,7 @@ async fn run_effects<O: Ops>(
                 Some(j) => restart_journaled(ops, root, c, state, unit, j, &mut failures).await?,
                 None if already_loaded(ops, c, state).await => {
                     state.k3s.loaded_digest = p.audit_digest.clone();
+                    super::k3s_start::record_start(ops, unit, state).await;
                     EffectOutcome::skipped(format!(
                         "{unit} started after the files were written and is ready"
                     ))
@@ -402,7 +464,10 @@ fn not_running(unit: &str, status: &super::ops::UnitStatus) -> Option<EffectOutc
             status.load_state
         )));
     }
-    if status.active_state.is_running() {
+    // A failed k3s with a restart owed by sightline is sightline's to bring
+    // back (a restart killed half-way, the start limit hit): the restart
+    // resets it first. Only a stopped one is left alone.
+    if status.active_state.is_running() || status.active_state == super::ops::ActiveState::Failed {
         return None;
     }
     Some(EffectOutcome::skipped(format!(

@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{remove_file, write_atomic};
+use crate::atomic::{remove_file, symlink_atomic, write_atomic};
 use crate::config::Config;
 use crate::state::ManagedFile;
 use crate::sysroot::Sysroot;
@@ -36,6 +36,9 @@ pub struct Previous {
     pub saved: String,
     /// Its mode.
     pub mode: u32,
+    /// The link's target when the file was a symlink: restored as a link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 /// One file in the change.
@@ -102,7 +105,10 @@ impl Journal {
                     let saved = format!("{}{p}", txn_dir(cfg, &id));
                     write_atomic(&root.path(&saved), &data, mode)
                         .with_context(|| format!("saving {p}"))?;
-                    Some(Previous { saved, mode })
+                    let link = std::fs::read_link(&real)
+                        .ok()
+                        .map(|t| t.to_string_lossy().into_owned());
+                    Some(Previous { saved, mode, link })
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e).with_context(|| format!("reading {p}")),
@@ -139,6 +145,7 @@ impl Journal {
 
     /// Persists the journal.
     pub fn save(&self, root: &Sysroot, cfg: &Config) -> Result<()> {
+        super::failpoint::hit("journal.save.before");
         let text = serde_json::to_string_pretty(self)? + "\n";
         write_atomic(&root.path(path(cfg)), text.as_bytes(), 0o600)
             .context("writing the k3s journal")
@@ -157,6 +164,12 @@ impl Journal {
         for f in &self.files {
             let real = root.path(&f.path);
             match &f.previous {
+                Some(Previous {
+                    link: Some(target), ..
+                }) => {
+                    symlink_atomic(std::path::Path::new(target), &real)
+                        .with_context(|| format!("restoring the link {}", f.path))?;
+                }
                 Some(prev) => {
                     let data = root
                         .read(&prev.saved)?
@@ -169,6 +182,7 @@ impl Journal {
                 }
             }
             touched.push(f.path.clone());
+            super::failpoint::hit("journal.restore.after");
         }
         Ok(touched)
     }
@@ -187,6 +201,7 @@ impl Journal {
 
     /// Ends the transaction: removes the journal and the saved copies.
     pub fn finish(self, root: &Sysroot, cfg: &Config) -> Result<()> {
+        super::failpoint::hit("journal.finish.before");
         remove_file(&root.path(path(cfg)))?;
         let dir = root.path(txn_dir(cfg, &self.id));
         if dir.exists() {

@@ -4,8 +4,12 @@
 
 pub(crate) mod apply;
 pub mod converge;
+pub mod failpoint;
+pub mod intent;
 pub mod journal;
+pub mod k3s_start;
 pub mod ops;
+pub mod pacing;
 pub(crate) mod plan;
 pub(crate) mod restart;
 pub mod uninstall;

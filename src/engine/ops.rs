@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-pub use crate::systemd::{ActiveState, JobResult, LoadState, UnitStatus};
+pub use crate::systemd::{ActiveState, JobResult, LoadState, StartLimit, UnitStatus};
 
 /// Operations on the host's init system and on k3s.
 #[allow(async_fn_in_trait)]
@@ -25,4 +25,13 @@ pub trait Ops {
     async fn unit_status(&self, unit: &str) -> Result<UnitStatus>;
     /// One readiness probe of the k3s API: Ok when /readyz answers 200.
     async fn k3s_ready(&self) -> Result<(), String>;
+    /// The unit's start rate limit; `None` when it cannot be read, and
+    /// restarts are then not paced.
+    async fn start_limit(&self, _unit: &str) -> Result<Option<StartLimit>> {
+        Ok(None)
+    }
+    /// Clears a unit's `failed` state and start rate-limit counter.
+    async fn reset_failed(&self, unit: &str) -> Result<()> {
+        anyhow::bail!("cannot reset the failed state of {unit} here")
+    }
 }

@@ -202,13 +202,25 @@ fn plan_dirs(root: &Sysroot, desired: &DesiredState, state: &State, p: &mut Plan
         let kind = match std::fs::metadata(&real) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ChangeKind::CreateDir,
             Err(e) => return Err(e).with_context(|| format!("inspecting {}", dir.path)),
-            Ok(m) if m.permissions().mode() & 0o7777 != dir.mode => ChangeKind::ChmodDir {
-                from: m.permissions().mode() & 0o7777,
-                drift: state
-                    .dirs
-                    .get(&dir.path)
-                    .is_some_and(|d| d.mode == dir.mode),
-            },
+            Ok(m) if m.permissions().mode() & 0o7777 != dir.mode => {
+                let from = m.permissions().mode() & 0o7777;
+                // Only a directory sightline created is its to chmod: a
+                // log path in /etc must not turn /etc into 0700.
+                if !state.dirs.get(&dir.path).is_some_and(|d| d.created) {
+                    p.warnings.push(format!(
+                        "{} has mode {from:04o}, not {:04o}; sightline changes the mode only of directories it created, so set it yourself if you want it",
+                        dir.path, dir.mode
+                    ));
+                    continue;
+                }
+                ChangeKind::ChmodDir {
+                    from,
+                    drift: state
+                        .dirs
+                        .get(&dir.path)
+                        .is_some_and(|d| d.mode == dir.mode),
+                }
+            }
             Ok(_) => continue,
         };
         p.changes.push(Change {

@@ -6,8 +6,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow, bail};
 use tracing::{info, warn};
 
+use super::failpoint::hit;
 use super::journal::{Journal, Phase};
+use super::k3s_start::record_start;
 use super::ops::{ActiveState, Ops};
+use super::pacing;
 use crate::config::Config;
 use crate::host::Component;
 use crate::state::{Rejected, State};
@@ -30,6 +33,7 @@ pub async fn wait_ready<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Resul
         .await
         .map_err(|e| NotReady(e.to_string()))?;
     loop {
+        hit("restart.wait");
         let last = match ops.k3s_ready().await {
             Ok(()) => return Ok(()),
             Err(e) => e,
@@ -58,16 +62,69 @@ pub async fn wait_ready<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Resul
     }
 }
 
-/// Restarts the unit and waits for readiness.
-async fn restart_and_wait<O: Ops>(ops: &O, unit: &str, timeout: Duration) -> Result<(), NotReady> {
-    let result = ops
+/// Restarts the unit within its start rate limit and waits for readiness.
+/// A unit left `failed` (a crash, or `start-limit-hit`) refuses starts until
+/// reset, so it is reset first: the caller restarts k3s only for a change
+/// of sightline's.
+async fn restart_and_wait<O: Ops>(
+    ops: &O,
+    root: &Sysroot,
+    cfg: &Config,
+    state: &mut State,
+    unit: &str,
+    timeout: Duration,
+) -> Result<(), NotReady> {
+    pacing::before_start(ops, root, cfg, state, unit)
+        .await
+        .map_err(|e| NotReady(format!("{e:#}")))?;
+    reset_if_held(ops, unit).await;
+    hit("restart.before");
+    let mut result = ops
         .restart_unit(unit, JOB_TIMEOUT)
         .await
         .map_err(|e| NotReady(format!("restart failed: {e:#}")))?;
+    if result != super::ops::JobResult::Done
+        && ops
+            .unit_status(unit)
+            .await
+            .is_ok_and(|s| s.active_state == ActiveState::Failed)
+    {
+        // Refused at once: the crash loop of a change k3s rejected used up
+        // the start limit, which only a reset clears.
+        warn!(unit, job_result = %result, "the restart was refused; resetting the unit and restarting once more");
+        reset_if_held(ops, unit).await;
+        result = ops
+            .restart_unit(unit, JOB_TIMEOUT)
+            .await
+            .map_err(|e| NotReady(format!("restart failed: {e:#}")))?;
+    }
+    hit("restart.after");
     info!(unit, job_result = %result, "restarted k3s; waiting for /readyz");
     // A failed start job is not final: k3s runs with Restart=always, and the
     // readiness wait notices a crash loop quickly.
     wait_ready(ops, unit, timeout).await
+}
+
+/// Resets a unit that is `failed` or waiting to restart after a crash: its
+/// failures and start rate-limit counter come from sightline's change (the
+/// caller restarts k3s only for one), and systemd refuses starts past the
+/// limit until a reset (systemd src/core/unit.c `unit_reset_failed` clears
+/// `start_ratelimit` and `start_limit_hit`).
+async fn reset_if_held<O: Ops>(ops: &O, unit: &str) {
+    let held = ops
+        .unit_status(unit)
+        .await
+        .is_ok_and(|s| s.active_state == ActiveState::Failed || s.sub_state == "auto-restart");
+    if held {
+        info!(
+            unit,
+            "resetting the failed state and start limit before restarting"
+        );
+        hit("restart.reset_failed.before");
+        if let Err(e) = ops.reset_failed(unit).await {
+            warn!(unit, error = %format!("{e:#}"), "ResetFailedUnit failed");
+        }
+    }
 }
 
 /// Runs a k3s restart for a change recorded in `journal` (files already
@@ -84,10 +141,12 @@ pub async fn restart_with_rollback<O: Ops>(
     let timeout = Duration::from_secs(cfg.k3s.ready_timeout_seconds);
     journal.set_phase(root, cfg, Phase::Restarting)?;
     state.counters.k3s_restarts += 1;
-    match restart_and_wait(ops, &journal.unit, timeout).await {
+    let unit = journal.unit.clone();
+    match restart_and_wait(ops, root, cfg, state, &unit, timeout).await {
         Ok(()) => {
             info!(unit = %journal.unit, digest = ?journal.new_digest, "k3s is ready with the new audit configuration");
             state.k3s.loaded_digest = journal.new_digest.clone();
+            record_start(ops, &unit, state).await;
             state.k3s.rejected = None;
             state.save(root, cfg)?;
             journal.finish(root, cfg)?;
@@ -107,6 +166,7 @@ async fn rollback<O: Ops>(
     why: String,
 ) -> Result<()> {
     warn!(unit = %journal.unit, reason = %why, "k3s did not come back; rolling back the audit change");
+    hit("rollback.before");
     journal.set_phase(root, cfg, Phase::RollingBack)?;
     let kept = journal.keep_rejected(root, cfg)?;
     let restored = journal.restore_previous(root)?;
@@ -131,8 +191,11 @@ async fn rollback<O: Ops>(
     info!(files = ?restored, rejected_copies = %kept, "restored the previous k3s files");
     let timeout = Duration::from_secs(cfg.k3s.ready_timeout_seconds);
     state.counters.k3s_restarts += 1;
-    let back = restart_and_wait(ops, &journal.unit, timeout).await;
+    hit("rollback.restart.before");
+    let unit = journal.unit.clone();
+    let back = restart_and_wait(ops, root, cfg, state, &unit, timeout).await;
     state.k3s.loaded_digest = journal.previous_digest.clone();
+    record_start(ops, &unit, state).await;
     state.save(root, cfg)?;
     let unit = journal.unit.clone();
     journal.finish(root, cfg)?;
@@ -184,11 +247,20 @@ pub async fn recover<O: Ops>(
             let status = ops.unit_status(&unit).await?;
             let started_after =
                 status.exec_main_start_us >= journal.written_at_us && journal.written_at_us > 0;
+            if status.active_state == ActiveState::Inactive {
+                // Stopped by an administrator: it stays stopped, and loads
+                // the new files when started. The restart stays owed.
+                journal.finish(root, cfg)?;
+                return Ok(Some(format!(
+                    "an interrupted k3s restart found {unit} stopped; it stays stopped and loads the new audit configuration when started"
+                )));
+            }
             if started_after
                 && status.active_state == ActiveState::Active
                 && ops.k3s_ready().await.is_ok()
             {
                 state.k3s.loaded_digest = journal.new_digest.clone();
+                state.k3s.loaded_invocation = Some(status.invocation_id.clone());
                 state.save(root, cfg)?;
                 journal.finish(root, cfg)?;
                 return Ok(Some(format!(

@@ -92,6 +92,7 @@ impl Rollout<'_> {
         let written_at = now_rfc3339();
         let _l = self.lock().await?;
         let mode = if s.sensitive { 0o600 } else { 0o644 };
+        crate::engine::failpoint::hit("rollout.write.before");
         write_atomic(&self.root.path(&host_path), &s.content, mode)
             .with_context(|| format!("writing {host_path}"))?;
         let mut state = State::load(self.root, self.cfg)?;

@@ -9,7 +9,7 @@ use zbus::Connection;
 use zbus::proxy::CacheProperties;
 
 use super::proxy::{ManagerProxy, ServiceProxy, UnitProxy};
-use super::unit::{ActiveState, JobResult, LoadState, UnitStatus};
+use super::unit::{ActiveState, JobResult, LoadState, StartLimit, UnitStatus};
 
 /// A connection to one systemd instance.
 #[derive(Debug, Clone)]
@@ -161,6 +161,36 @@ impl SystemdClient {
             status.exec_main_start_us = s.exec_main_start_timestamp().await?;
         }
         Ok(status)
+    }
+
+    /// `systemctl reset-failed UNIT`: a unit that hit its start rate limit
+    /// refuses every start until this (or the window passes).
+    pub async fn reset_failed(&self, unit: &str) -> Result<()> {
+        self.manager()
+            .await?
+            .reset_failed_unit(unit)
+            .await
+            .with_context(|| format!("ResetFailedUnit {unit}"))
+    }
+
+    /// The unit's start rate limit (`StartLimitIntervalUSec`,
+    /// `StartLimitBurst`).
+    pub async fn start_limit(&self, unit: &str) -> Result<StartLimit> {
+        let path = self
+            .manager()
+            .await?
+            .load_unit(unit)
+            .await
+            .with_context(|| format!("LoadUnit {unit}"))?;
+        let u = UnitProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        Ok(StartLimit {
+            interval_us: u.start_limit_interval_usec().await?,
+            burst: u.start_limit_burst().await?,
+        })
     }
 
     /// `systemctl enable UNIT`.

@@ -10,5 +10,5 @@ mod unit;
 
 pub use client::SystemdClient;
 pub use health::UnitHealth;
-pub use unit::{ActiveState, JobResult, LoadState, UnitStatus};
+pub use unit::{ActiveState, JobResult, LoadState, StartLimit, UnitStatus};
 pub use unit_info::{EnvironmentFile, UnitInfo};

@@ -20,6 +20,9 @@ pub trait Manager {
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     /// Restart a unit (start it when stopped); returns the job.
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    /// Clear a unit's `failed` state and its start rate-limit counter
+    /// (`systemctl reset-failed`).
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     /// Load a unit (if needed) and return its object path.
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     /// `systemctl enable`.
@@ -67,6 +70,12 @@ pub trait Unit {
     /// `running`, `dead`...
     #[zbus(property)]
     fn sub_state(&self) -> zbus::Result<String>;
+    /// The start rate-limit window, µs (0: no limit).
+    #[zbus(property, name = "StartLimitIntervalUSec")]
+    fn start_limit_interval_usec(&self) -> zbus::Result<u64>;
+    /// Starts allowed within the window (0: no limit).
+    #[zbus(property)]
+    fn start_limit_burst(&self) -> zbus::Result<u32>;
     /// 128-bit id of the current invocation.
     #[zbus(property, name = "InvocationID")]
     fn invocation_id(&self) -> zbus::Result<Vec<u8>>;

@@ -212,6 +212,17 @@ pub struct UnitStatus {
     pub load_state: LoadState,
 }
 
+/// A unit's start rate limit: at most `burst` starts within `interval_us`;
+/// one more and systemd fails the unit with `start-limit-hit` (systemd
+/// src/core/unit.c `unit_test_start_limit`, src/basic/ratelimit.c).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StartLimit {
+    /// The window, µs; 0 disables the limit.
+    pub interval_us: u64,
+    /// Starts allowed in the window; 0 disables the limit.
+    pub burst: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,161 @@
+//! The kill-point sweep without systemd (bootupd's model): for every
+//! failpoint an `apply` passes on a scratch root, a fresh copy of the
+//! fixture is converged with sightline SIGKILLed at that point, then
+//! `apply` runs again. After each point the host must hold the complete new
+//! configuration, the intent record must be settled, no temp file may be
+//! left, the state must record what an uninterrupted run records (backups,
+//! created directories, owed effects), and a further apply must be a no-op.
+//! The same sweep under a real systemd, with k3s restarts, is in
+//! `systemd_nspawn.rs`. Needs `--features failpoints`.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+
+fn run(root: &Path, failpoint: Option<&str>, log: Option<&Path>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sightline"));
+    c.arg("--root").arg(root).args(["apply", "--host-only"]);
+    c.env_remove("SIGHTLINE_FAILPOINT")
+        .env_remove("SIGHTLINE_FAILPOINT_LOG");
+    if let Some(f) = failpoint {
+        c.env("SIGHTLINE_FAILPOINT", f);
+    }
+    if let Some(l) = log {
+        c.env("SIGHTLINE_FAILPOINT_LOG", l);
+    }
+    c.output().unwrap()
+}
+
+/// Every `name@n` an uninterrupted apply passes, in order.
+fn points(fixture_name: &str) -> Vec<String> {
+    let root = fixture(fixture_name);
+    let log = root.path().join("points.log");
+    let out = run(root.path(), None, Some(&log));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|name| {
+            let n = seen.entry(name.to_string()).or_default();
+            *n += 1;
+            format!("{name}@{n}")
+        })
+        .collect()
+}
+
+/// The host as an uninterrupted run leaves it: files outside sightline's
+/// run and state directories, and the state's records.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    files: BTreeMap<PathBuf, (Vec<u8>, u32)>,
+    records: serde_json::Value,
+}
+
+fn outcome(root: &Path) -> Outcome {
+    let files = snapshot(root)
+        .into_iter()
+        .filter(|(p, _)| {
+            !p.starts_with("run") && !p.ends_with("state.json") && !p.ends_with("points.log")
+        })
+        .collect();
+    let state: serde_json::Value =
+        serde_json::from_str(&read(root, "/var/lib/sightline/state.json")).unwrap();
+    let records = serde_json::json!({
+        "files": state["files"],
+        "dirs": state["dirs"],
+        "pending_effects": state["pending_effects"],
+    });
+    Outcome { files, records }
+}
+
+fn temp_files(root: &Path) -> Vec<PathBuf> {
+    snapshot(root)
+        .into_keys()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".sightline-tmp."))
+        })
+        .collect()
+}
+
+fn sweep(fixture_name: &str) -> usize {
+    let reference = fixture(fixture_name);
+    assert!(run(reference.path(), None, None).status.success());
+    let want = outcome(reference.path());
+    let points = points(fixture_name);
+    assert!(points.len() > 10, "too few failpoints reached: {points:?}");
+    for point in &points {
+        let root = fixture(fixture_name);
+        let r = root.path();
+        let killed = run(r, Some(point), None);
+        assert_eq!(
+            killed.status.signal(),
+            Some(9),
+            "{point}: not killed there: {}",
+            String::from_utf8_lossy(&killed.stderr)
+        );
+        // What a kill inside an atomic write leaves: a temp file of a
+        // process that is gone.
+        write(
+            r,
+            "/etc/rancher/k3s/.sightline-tmp.4194305-0123456789ab.audit-policy.yaml",
+            "half",
+        );
+        let next = run(r, None, None);
+        assert!(
+            next.status.success(),
+            "{point}: the next apply failed: {}",
+            String::from_utf8_lossy(&next.stderr)
+        );
+        assert_eq!(
+            temp_files(r),
+            Vec::<PathBuf>::new(),
+            "{point}: temp files left"
+        );
+        assert!(
+            !r.join("var/lib/sightline/intent.json").exists(),
+            "{point}: intent not settled"
+        );
+        assert_eq!(
+            outcome(r),
+            want,
+            "{point}: differs from an uninterrupted run"
+        );
+        let before = snapshot(r);
+        let again = run(r, None, None);
+        assert!(again.status.success());
+        let after = snapshot(r);
+        let changed: Vec<_> = after
+            .iter()
+            .filter(|(p, v)| !p.starts_with("run") && before.get(*p) != Some(v))
+            .map(|(p, _)| p.clone())
+            .collect();
+        assert!(
+            changed.is_empty(),
+            "{point}: second apply wrote {changed:?}"
+        );
+    }
+    points.len()
+}
+
+#[test]
+fn every_kill_point_of_a_host_apply_is_recovered_by_the_next_apply() {
+    let mut total = 0;
+    for f in ["ubuntu-cilium", "pi4"] {
+        let n = sweep(f);
+        println!("kill-point sweep ({f}, no systemd): {n} points swept");
+        total += n;
+    }
+    println!("kill-point sweep (no systemd): {total} points swept in all");
+}
