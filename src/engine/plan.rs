@@ -202,12 +202,16 @@ fn plan_dirs(root: &Sysroot, desired: &DesiredState, state: &State, p: &mut Plan
         let kind = match std::fs::metadata(&real) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ChangeKind::CreateDir,
             Err(e) => return Err(e).with_context(|| format!("inspecting {}", dir.path)),
-            Ok(m) if m.permissions().mode() & 0o7777 != dir.mode => ChangeKind::ChmodDir {
-                from: m.permissions().mode() & 0o7777,
-                drift: state
-                    .dirs
-                    .get(&dir.path)
-                    .is_some_and(|d| d.mode == dir.mode),
+            // Only a directory sightline created has its mode changed: one
+            // that was there before is the admin's (or the system's: a log
+            // path in /etc made sightline chmod /etc 0700, issue 10).
+            Ok(m) if m.permissions().mode() & 0o7777 != dir.mode => match state.dirs.get(&dir.path)
+            {
+                Some(d) if d.created => ChangeKind::ChmodDir {
+                    from: m.permissions().mode() & 0o7777,
+                    drift: d.mode == dir.mode,
+                },
+                _ => continue,
             },
             Ok(_) => continue,
         };

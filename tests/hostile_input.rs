@@ -1,0 +1,199 @@
+//! Issue 10, input half: bad input never leaves a half-written file or a
+//! broken k3s. Each test here failed before its fix.
+
+mod common;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const POLICY: &str = "/etc/rancher/k3s/audit-policy.yaml";
+const WATCHDOG: &str = "/etc/systemd/system.conf.d/60-sightline-watchdog.conf";
+const APPLY: &[&str] = &["apply", "--no-restart", "--host-only"];
+
+fn stderr_of(r: &Path, args: &[&str]) -> String {
+    let out = sightline(r, args);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A path setting that may not be is refused at its file:line with the
+/// fix, before anything is written.
+#[test]
+fn dangerous_paths_are_refused_at_their_line_and_nothing_is_written() {
+    let cases = [
+        ("[paths]\nstate_dir = \"/\"\n", "system directory"),
+        (
+            "[paths]\nstate_dir = \"/srv/sightline\"\n",
+            "under /var/lib",
+        ),
+        (
+            "[paths]\nstate_dir = \"/var/lib/rancher\"\n",
+            "belongs to k3s",
+        ),
+        (
+            "[paths]\nk3s_audit_dropin = \"/etc/rancher/k3s/config.yaml\"\n",
+            "k3s's own config file",
+        ),
+        (
+            "[paths]\nk3s_audit_dropin = \"/etc/rancher/k3s/audit-policy.yaml\"\n",
+            "also the value of paths.audit_policy",
+        ),
+        (
+            "[audit]\nlog_path = \"/etc/k3s-audit.log\"\n",
+            "system directory /etc",
+        ),
+        ("[bundle]\nvalues_dir = \"/usr\"\n", "system directory"),
+    ];
+    for (toml, says) in cases {
+        let root = fixture("pi4");
+        let r = root.path();
+        write(r, "/etc/sightline/config.toml", toml);
+        let before = snapshot(r);
+        let err = stderr_of(r, APPLY);
+        assert!(
+            err.contains("/etc/sightline/config.toml:2:1") && err.contains(says),
+            "{toml}: {err}"
+        );
+        assert!(err.contains("fix:"), "{err}");
+        assert_eq!(snapshot(r), before, "{toml}: nothing may be written");
+    }
+}
+
+/// A directory that was there before sightline keeps its mode: only a
+/// directory sightline created is made 0700.
+#[test]
+fn an_existing_log_directory_keeps_its_mode() {
+    let root = fixture("pi4");
+    let r = root.path();
+    let dir = r.join("var/log/k3s");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ok(r, APPLY);
+    assert_eq!(mode(r, "/var/log/k3s"), 0o755);
+    assert_eq!(mode(r, POLICY), 0o600, "the apply itself went through");
+}
+
+/// `ln -s /tmp/elsewhere ROOT/etc/rancher` once made apply write the audit
+/// policy outside the root. The link is followed inside the root, as
+/// `openat2(RESOLVE_IN_ROOT)` would.
+#[test]
+fn an_absolute_symlink_never_leads_out_of_the_root() {
+    let root = fixture("pi4");
+    let r = root.path();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let outside = std::fs::canonicalize(elsewhere.path()).unwrap();
+    let rancher = r.join("etc/rancher");
+    if rancher.exists() {
+        std::fs::remove_dir_all(&rancher).unwrap();
+    }
+    symlink(&outside, &rancher).unwrap();
+    ok(r, APPLY);
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing may be written outside the root"
+    );
+    let inside = r
+        .join(outside.strip_prefix("/").unwrap())
+        .join("k3s/audit-policy.yaml");
+    assert!(inside.is_file(), "{inside:?}");
+}
+
+/// A FIFO named as `policy_source` used to block sightline forever in
+/// open(); it is refused at once, naming the file.
+#[test]
+fn a_fifo_policy_source_is_refused_without_hanging() {
+    let root = fixture("pi4");
+    let r = root.path();
+    let fifo = r.join("etc/sightline/policy.yaml");
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    write(
+        r,
+        "/etc/sightline/config.toml",
+        "[audit]\npolicy_source = \"/etc/sightline/policy.yaml\"\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .arg("--root")
+        .arg(r)
+        .args(APPLY)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("sightline hung on a FIFO policy_source");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/etc/sightline/policy.yaml") && err.contains("FIFO"),
+        "{err}"
+    );
+}
+
+/// A driver identity with newlines is escaped in the drop-in's comment, so
+/// it cannot add `[Manager]` settings.
+#[test]
+fn a_watchdog_identity_cannot_inject_settings() {
+    let root = fixture("pi4");
+    let r = root.path();
+    write(
+        r,
+        "/sys/class/watchdog/watchdog0/identity",
+        "Broadcom BCM2835 Watchdog timer\n[Manager]\nRuntimeWatchdogSec=1s\nx\n",
+    );
+    ok(r, APPLY);
+    let dropin = read(r, WATCHDOG);
+    assert_eq!(
+        dropin.lines().filter(|l| l.starts_with('[')).count(),
+        1,
+        "{dropin}"
+    );
+    assert_eq!(
+        dropin
+            .lines()
+            .filter(|l| l.starts_with("RuntimeWatchdogSec="))
+            .collect::<Vec<_>>(),
+        ["RuntimeWatchdogSec=30s"],
+        "{dropin}"
+    );
+}
+
+/// A hardware maximum of 0 is unknown; 1 or 2 s is below the floor and the
+/// watchdog is left unarmed, with the reason shown.
+#[test]
+fn a_tiny_watchdog_maximum_is_not_armed() {
+    for (max, armed) in [("0", true), ("1", false), ("2", false), ("5", false)] {
+        let root = fixture("pi4");
+        let r = root.path();
+        write(
+            r,
+            "/sys/class/watchdog/watchdog0/identity",
+            "some watchdog\n",
+        );
+        write(r, "/sys/class/watchdog/watchdog0/max_timeout", max);
+        let out = ok(r, APPLY);
+        let written = r.join(WATCHDOG.trim_start_matches('/')).exists();
+        assert_eq!(written, armed, "max_timeout {max}: {out}");
+        if armed {
+            assert!(read(r, WATCHDOG).contains("RuntimeWatchdogSec=30s"));
+        } else {
+            let plan = ok(r, &["plan"]);
+            assert!(plan.contains("floor"), "max_timeout {max}: {plan}");
+        }
+    }
+}
