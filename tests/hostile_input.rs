@@ -197,3 +197,60 @@ fn a_tiny_watchdog_maximum_is_not_armed() {
         }
     }
 }
+
+/// Parallel first runs each generated a Grafana admin password and the last
+/// write won, so every run handed out its own. The first stored one wins.
+#[test]
+fn parallel_first_renders_agree_on_one_grafana_password() {
+    const RUNS: usize = 6;
+    let root = fixture("ubuntu-cilium");
+    let r = root.path();
+    let outs: Vec<tempfile::TempDir> = (0..RUNS).map(|_| tempfile::tempdir().unwrap()).collect();
+    let children: Vec<_> = outs
+        .iter()
+        .map(|o| {
+            Command::new(env!("CARGO_BIN_EXE_sightline"))
+                .arg("--root")
+                .arg(r)
+                .args(["render", "--out"])
+                .arg(o.path())
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stored = read(r, "/var/lib/sightline/secrets/grafana-admin-password");
+    let secrets: Vec<String> = outs
+        .iter()
+        .map(|o| std::fs::read_to_string(o.path().join("sightline-15-secrets.yaml")).unwrap())
+        .collect();
+    for s in &secrets {
+        assert_eq!(s, &secrets[0], "every run rendered the same Secret");
+    }
+    let stored = stored.trim();
+    assert!(
+        secrets[0].contains(stored) || secrets[0].contains(&base64_of(stored)),
+        "the rendered Secret holds the stored password"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(r.join("var/lib/sightline/secrets"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
