@@ -254,3 +254,30 @@ fn base64_of(s: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// A get_throttled that is not text names the file it came from.
+#[test]
+fn a_non_utf8_throttle_word_names_its_file() {
+    let root = fixture("pi4");
+    let r = root.path();
+    let file = "/sys/devices/platform/soc/soc:firmware/get_throttled";
+    std::fs::write(r.join(file.trim_start_matches('/')), b"\xff\xfe\n").unwrap();
+    let err = stderr_of(r, &["collect-throttle"]);
+    assert!(err.contains(file) && err.contains("not UTF-8"), "{err}");
+}
+
+/// The throttle unit bounds its run: with no TimeoutStartSec a oneshot waits
+/// forever (systemd's default for Type=oneshot is infinity), and a stuck
+/// collector blocks every later tick. The bound leaves room for the two
+/// vcgencmd calls of 5 s each.
+#[test]
+fn the_throttle_unit_has_a_start_timeout() {
+    let unit = std::fs::read_to_string(repo().join("units/sightline-throttle.service")).unwrap();
+    let secs: Vec<u64> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("TimeoutStartSec="))
+        .map(|v| v.trim_end_matches('s').parse().unwrap())
+        .collect();
+    assert_eq!(secs.len(), 1, "{unit}");
+    assert!((10..=120).contains(&secs[0]), "{secs:?}");
+}
