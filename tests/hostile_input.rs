@@ -281,3 +281,35 @@ fn the_throttle_unit_has_a_start_timeout() {
     assert_eq!(secs.len(), 1, "{unit}");
     assert!((10..=120).contains(&secs[0]), "{secs:?}");
 }
+
+/// `Is a directory` alone said nothing about which file: the error names it.
+#[test]
+fn writing_onto_a_directory_names_the_file() {
+    let root = fixture("ubuntu-cilium");
+    let r = root.path();
+    let out = tempfile::tempdir().unwrap();
+    let blocker = out.path().join("sightline-10-namespaces.yaml");
+    std::fs::create_dir(&blocker).unwrap();
+    let dir = out.path().to_str().unwrap();
+    let err = stderr_of(r, &["render", "--out", dir]);
+    assert!(err.contains(blocker.to_str().unwrap()), "{err}");
+
+    let tar = out.path().join("bundle.tar");
+    std::fs::create_dir(&tar).unwrap();
+    let err = stderr_of(r, &["bundle", "export", "--out", dir]);
+    assert!(err.contains(tar.to_str().unwrap()), "{err}");
+}
+
+/// A values overlay with a YAML error names its file and line.
+#[test]
+fn a_broken_values_overlay_names_its_file() {
+    let root = fixture("ubuntu-cilium");
+    let r = root.path();
+    write(r, "/etc/sightline/values.d/loki.yaml", "a: 1\nb: [\n");
+    let out = tempfile::tempdir().unwrap();
+    let err = stderr_of(r, &["render", "--out", out.path().to_str().unwrap()]);
+    assert!(
+        err.contains("loki.yaml in bundle.values_dir") && err.contains("line"),
+        "{err}"
+    );
+}

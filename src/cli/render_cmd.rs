@@ -25,7 +25,9 @@ pub fn run(ctx: &Ctx, tier: Option<Tier>, out: Option<&Path>) -> Result<u8> {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             for s in &stages {
                 let mode = if s.sensitive { 0o600 } else { 0o644 };
-                crate::atomic::write_atomic(&dir.join(&s.file_name), &s.content, mode)?;
+                let file = dir.join(&s.file_name);
+                crate::atomic::write_atomic(&file, &s.content, mode)
+                    .with_context(|| format!("writing {}", file.display()))?;
                 println!(
                     "{}{}",
                     dir.join(&s.file_name).display(),
@@ -57,15 +59,14 @@ pub fn run(ctx: &Ctx, tier: Option<Tier>, out: Option<&Path>) -> Result<u8> {
 /// `sightline bundle export --out DIR`: the embedded bundle as a file, for packaging.
 pub fn export(out: &Path) -> Result<u8> {
     let b = Bundle::embedded()?;
-    std::fs::create_dir_all(out)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let tar = out.join("bundle.tar");
-    crate::atomic::write_atomic(&tar, crate::bundle::archive::EMBEDDED, 0o644)?;
+    crate::atomic::write_atomic(&tar, crate::bundle::archive::EMBEDDED, 0o644)
+        .with_context(|| format!("writing {}", tar.display()))?;
     let digest = crate::digest::sha256_hex(crate::bundle::archive::EMBEDDED);
-    crate::atomic::write_atomic(
-        &out.join("bundle.tar.sha256"),
-        format!("{digest}  bundle.tar\n").as_bytes(),
-        0o644,
-    )?;
+    let sum = out.join("bundle.tar.sha256");
+    crate::atomic::write_atomic(&sum, format!("{digest}  bundle.tar\n").as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", sum.display()))?;
     println!("{} (SHA256SUMS digest {})", tar.display(), b.digest);
     Ok(0)
 }
