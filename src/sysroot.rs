@@ -180,6 +180,17 @@ impl Default for Sysroot {
     }
 }
 
+/// A host path spelled one way: `//`, `/./` and a trailing `/` removed, so
+/// two settings naming one file compare equal. For paths already checked to
+/// be absolute without `..`.
+pub fn normalize_host_path(p: &str) -> String {
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
 /// `..` and `.` removed lexically, for a root that does not exist (yet).
 fn normalize(p: &Path) -> PathBuf {
     let mut out = PathBuf::new();

@@ -313,3 +313,34 @@ fn a_broken_values_overlay_names_its_file() {
         "{err}"
     );
 }
+
+/// k3s's config file as discovered (`K3S_CONFIG_FILE` here) is never a
+/// managed file, though the config check only knows the default name.
+#[test]
+fn the_detected_k3s_config_file_is_never_replaced() {
+    let root = fixture("flatcar-bakery");
+    let r = root.path();
+    write(
+        r,
+        "/etc/default/k3s",
+        "K3S_CONFIG_FILE=\"/etc/k3s/cluster.yaml\"\n",
+    );
+    write(
+        r,
+        "/etc/k3s/cluster.yaml",
+        "write-kubeconfig-mode: \"0600\"\n",
+    );
+    write(
+        r,
+        "/etc/sightline/config.toml",
+        "[paths]\nk3s_audit_dropin = \"/etc/k3s/cluster.yaml\"\n",
+    );
+    let before = snapshot(r);
+    let err = stderr_of(r, APPLY);
+    assert!(
+        err.contains("/etc/k3s/cluster.yaml is the config file k3s reads")
+            && err.contains("paths.k3s_audit_dropin"),
+        "{err}"
+    );
+    assert_eq!(snapshot(r), before, "nothing may be written");
+}

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod audit_policy;
+mod guard;
 pub mod k3s_flags;
 pub mod throttle;
 pub mod watchdog;
@@ -100,6 +101,7 @@ impl DesiredState {
         audit::contribute(root, cfg, facts, &mut d)?;
         watchdog::contribute(cfg, facts, &mut d);
         throttle::contribute(root, cfg, facts, &mut d);
+        guard::check(cfg, facts, &d)?;
         Ok(d)
     }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use super::{Problem, problem};
 use crate::config::Config;
 use crate::facts::K3S_DEFAULT_CONFIG as DEFAULT_CONFIG;
+use crate::sysroot::normalize_host_path as normalize;
 
 /// Directories that belong to the operating system: no setting may name one,
 /// and the audit log may not live directly in one (the apiserver's log
@@ -171,16 +172,6 @@ fn check_abs(out: &mut Vec<Problem>, key: &str, p: &str) {
             "give an absolute path without '..'",
         ));
     }
-}
-
-/// `//`, `/./` and a trailing `/` removed (paths are absolute without `..`
-/// by now).
-pub fn normalize(p: &str) -> String {
-    let parts: Vec<&str> = p
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    format!("/{}", parts.join("/"))
 }
 
 /// True when `p` is one of [`SYSTEM_DIRS`].
