@@ -23,10 +23,11 @@ use std::path::{Component, Path, PathBuf};
 /// past it the kernel answers ELOOP, and so do we.
 const MAX_SYMLINKS: u32 = 40;
 
-/// The largest file [`read_regular`] accepts: every file sightline reads
-/// (configs, drop-ins, audit policies, sysfs and proc values) is far smaller,
-/// and a bound keeps `/dev/zero` given as a path from eating the memory.
-pub const MAX_SMALL_FILE: u64 = 16 << 20;
+/// The largest file [`read_regular`] accepts. Only regular files are read
+/// at all (so `/dev/zero` is refused by type); the bound is generous because
+/// the same reader loads the bundle and air-gapped chart archives, and only
+/// stops a runaway file from taking the memory.
+pub const MAX_SMALL_FILE: u64 = 256 << 20;
 
 /// A root directory under which all host paths are resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -171,6 +171,14 @@ fn check_abs(out: &mut Vec<Problem>, key: &str, p: &str) {
             format!("{p:?} is not an absolute path"),
             "give an absolute path without '..'",
         ));
+    } else if p.chars().any(|c| c.is_control() || c == '"') {
+        // Paths end up in generated YAML and unit drop-ins; a newline or
+        // a quote there would add lines of its own.
+        out.push(problem(
+            key,
+            format!("{p:?} contains a control character or a quote"),
+            "give a plain path",
+        ));
     }
 }
 
@@ -321,6 +329,13 @@ mod tests {
             "{p:?}"
         );
         assert!(p[0].message.contains("system directory"));
+    }
+
+    #[test]
+    fn paths_cannot_carry_new_lines() {
+        let mut c = Config::default();
+        c.audit.log_path = "/var/log/k3s/a.log\"\n  - \"x=y".into();
+        assert_eq!(keys(&c), ["audit.log_path"]);
     }
 
     #[test]
