@@ -344,3 +344,33 @@ fn the_detected_k3s_config_file_is_never_replaced() {
     );
     assert_eq!(snapshot(r), before, "nothing may be written");
 }
+
+/// `--root /.` or `--root /tmp/x/../..` is the host and gets the host's
+/// checks: a user other than root may not apply. Runs as `nobody` through
+/// setpriv; the check comes before anything is read or written.
+#[test]
+fn a_dotted_root_is_the_host() {
+    // setpriv comes with util-linux, which scripts/test-deps installs.
+    if !tool("setpriv") {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        // Already not root: the plain command shows the same check.
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let dotted = format!("{}/../..", scratch.path().display());
+    for root in ["/.", "//", dotted.as_str()] {
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_sightline"))
+            .args(["--root", root, "apply", "--no-restart", "--host-only"])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "--root {root}: {err}");
+        assert!(err.contains("must run as root"), "--root {root}: {err}");
+    }
+}
