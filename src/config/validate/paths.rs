@@ -102,7 +102,49 @@ pub(super) fn check(c: &Config, out: &mut Vec<Problem>) {
         }
     }
     clashes(&settings, out);
+    nesting(c, out);
     suffixes(c, out);
+}
+
+/// Files sightline writes for systemd and k3s must not sit in a directory
+/// another setting gives a meaning: k3s applies every manifest it finds in
+/// the manifests directory, and the state directory holds backups.
+fn nesting(c: &Config, out: &mut Vec<Problem>) {
+    let files = [
+        ("paths.audit_policy", &c.paths.audit_policy),
+        ("paths.k3s_audit_dropin", &c.paths.k3s_audit_dropin),
+        ("paths.watchdog_dropin", &c.paths.watchdog_dropin),
+        (
+            "paths.throttle_timer_dropin",
+            &c.paths.throttle_timer_dropin,
+        ),
+        (
+            "paths.throttle_service_dropin",
+            &c.paths.throttle_service_dropin,
+        ),
+        ("audit.log_path", &c.audit.log_path),
+    ];
+    let dirs = [
+        ("paths.state_dir", &c.paths.state_dir),
+        ("paths.manifests_dir", &c.paths.manifests_dir),
+        ("paths.static_charts_dir", &c.paths.static_charts_dir),
+        ("bundle.values_dir", &c.bundle.values_dir),
+    ];
+    for (fkey, f) in files {
+        // A directory that is a system directory is reported as such.
+        if let Some((dkey, d)) = dirs
+            .iter()
+            .find(|(_, d)| !is_system_dir(d) && within(f, &normalize(d)))
+        {
+            let mut pr = problem(
+                fkey,
+                format!("{f:?} lies inside {dkey} ({d})"),
+                format!("keep {fkey} out of {dkey}"),
+            );
+            pr.related = Some((*dkey).to_string());
+            out.push(pr);
+        }
+    }
 }
 
 /// Every path setting, with what it names.
@@ -329,6 +371,15 @@ mod tests {
             "{p:?}"
         );
         assert!(p[0].message.contains("system directory"));
+    }
+
+    #[test]
+    fn managed_files_stay_out_of_meaningful_directories() {
+        let mut c = Config::default();
+        c.paths.audit_policy = "/var/lib/rancher/k3s/server/manifests/sightline/policy.yaml".into();
+        let p = validate(&c);
+        assert_eq!(keys(&c), ["paths.audit_policy"], "{p:?}");
+        assert_eq!(p[0].related.as_deref(), Some("paths.manifests_dir"));
     }
 
     #[test]
