@@ -98,7 +98,7 @@ fn discover(root: &Sysroot) -> Result<Vec<Source>, ConfigError> {
     }
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for dir in DROPIN_DIRS {
-        let real = root.path(dir);
+        let real = root.resolve(dir);
         let entries = match std::fs::read_dir(&real) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

@@ -22,7 +22,7 @@ pub struct Watchdog {
 const KNOWN_MAXIMA: [(&str, u32); 1] = [("Broadcom BCM2835 Watchdog timer", 15)];
 
 pub(super) fn detect(root: &Sysroot) -> Option<Watchdog> {
-    let rd = std::fs::read_dir(root.path("/sys/class/watchdog")).ok()?;
+    let rd = std::fs::read_dir(root.resolve("/sys/class/watchdog")).ok()?;
     // systemd arms /dev/watchdog0 unless told otherwise; take the lowest index.
     let mut indices: Vec<u32> = rd
         .flatten()
