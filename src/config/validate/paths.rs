@@ -294,6 +294,16 @@ fn clashes(settings: &[(&'static str, &str, Kind)], out: &mut Vec<Problem>) {
 }
 
 fn suffixes(c: &Config, out: &mut Vec<Problem>) {
+    // The output directory goes into the collector unit's ReadWritePaths=,
+    // which splits at whitespace and expands %-specifiers.
+    let o = &c.throttle.output;
+    if o.chars().any(|ch| ch.is_whitespace() || ch == '%') {
+        out.push(problem(
+            "throttle.output",
+            format!("{o:?} contains whitespace or '%', which systemd's ReadWritePaths= would split or expand"),
+            "give a path without spaces or '%'",
+        ));
+    }
     for (key, p) in [
         ("throttle.output", &c.throttle.output),
         ("daemon.metrics_file", &c.daemon.metrics_file),
@@ -380,6 +390,13 @@ mod tests {
         let p = validate(&c);
         assert_eq!(keys(&c), ["paths.audit_policy"], "{p:?}");
         assert_eq!(p[0].related.as_deref(), Some("paths.manifests_dir"));
+    }
+
+    #[test]
+    fn throttle_output_fits_a_unit_file() {
+        let mut c = Config::default();
+        c.throttle.output = "/run/my metrics/%n.prom".into();
+        assert_eq!(keys(&c), ["throttle.output"]);
     }
 
     #[test]
