@@ -4,8 +4,30 @@
 //! on the node, e.g. `/etc/rancher/k3s/audit-policy.yaml`) and resolved
 //! through a [`Sysroot`]. Tests point the sysroot at a scratch directory that
 //! looks like a Raspberry Pi or a Flatcar VM; production uses `/`.
+//!
+//! Under a root other than `/` (an SD card or image prepared offline with
+//! `--root /mnt/image`), every symlink on the way is resolved *inside* the
+//! root, the way `openat2(RESOLVE_IN_ROOT)` does: an absolute target is
+//! re-rooted (`/lib -> usr/lib` and `/etc/rancher -> /tmp/elsewhere` both stay
+//! in the image) and `..` stops at the root. Without it, an absolute link in an
+//! image would make sightline write onto the machine that prepares it.
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
+
+/// Linux's own limit on symlinks followed in one lookup (`MAXSYMLINKS`);
+/// past it the kernel answers ELOOP, and so do we.
+const MAX_SYMLINKS: u32 = 40;
+
+/// The largest file [`read_regular`] accepts. Only regular files are read
+/// at all (so `/dev/zero` is refused by type); the bound is generous because
+/// the same reader loads the bundle and air-gapped chart archives, and only
+/// stops a runaway file from taking the memory.
+pub const MAX_SMALL_FILE: u64 = 256 << 20;
 
 /// A root directory under which all host paths are resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,8 +37,14 @@ pub struct Sysroot {
 
 impl Sysroot {
     /// A sysroot at `root`. `/` means the running machine.
+    ///
+    /// The root is canonicalised, so `/.` or `/tmp/x/../..` is the host and
+    /// gets the host's checks (root user, real systemd effects). A root that
+    /// does not exist yet is normalised lexically.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        let root = root.into();
+        let root = std::fs::canonicalize(&root).unwrap_or_else(|_| normalize(&root));
+        Self { root }
     }
 
     /// The root directory itself.
@@ -31,15 +59,86 @@ impl Sysroot {
 
     /// Resolves a host path (absolute, as seen on the node) under the root.
     ///
-    /// `..` components are dropped rather than followed, so a host path can
-    /// never escape the root.
+    /// Every directory on the way is resolved inside the root (symlinks
+    /// included); the last component is not followed, so a rename onto the
+    /// result replaces a symlink there, as it does on the host, and
+    /// `read_link` still sees it. Use [`Sysroot::resolve`] to follow it too.
     pub fn path(&self, host_path: impl AsRef<Path>) -> PathBuf {
-        let mut out = self.root.clone();
-        for c in host_path.as_ref().components() {
-            if let Component::Normal(part) = c {
-                out.push(part);
+        self.resolve_with(host_path.as_ref(), false)
+    }
+
+    /// [`Sysroot::path`], following a symlink in the last component too
+    /// (inside the root): the path to open for reading.
+    pub fn resolve(&self, host_path: impl AsRef<Path>) -> PathBuf {
+        self.resolve_with(host_path.as_ref(), true)
+    }
+
+    fn resolve_with(&self, host_path: &Path, follow_last: bool) -> PathBuf {
+        let mut pending: VecDeque<Component<'_>> = host_path.components().collect();
+        let mut pending_owned: VecDeque<OsString> = VecDeque::new();
+        let mut cur: Vec<OsString> = Vec::new();
+        let mut links = 0u32;
+        loop {
+            let part = match pending_owned.pop_front() {
+                Some(p) => p,
+                None => match pending.pop_front() {
+                    Some(Component::Normal(p)) => p.to_os_string(),
+                    Some(Component::ParentDir) => OsString::from(".."),
+                    Some(_) => continue,
+                    None => break,
+                },
+            };
+            if part == ".." {
+                cur.pop();
+                continue;
             }
+            if part == "." || part.is_empty() {
+                continue;
+            }
+            cur.push(part);
+            let last = pending_owned.is_empty() && pending.is_empty();
+            if self.is_host() || (last && !follow_last) {
+                continue;
+            }
+            let real = self.join(&cur);
+            let Ok(meta) = std::fs::symlink_metadata(&real) else {
+                continue;
+            };
+            if !meta.file_type().is_symlink() {
+                continue;
+            }
+            let Ok(target) = std::fs::read_link(&real) else {
+                continue;
+            };
+            links += 1;
+            if links > MAX_SYMLINKS {
+                // A loop. Returning the path as it stands would let the
+                // kernel follow the absolute link out of the root; a NUL
+                // byte makes every filesystem call on it fail instead.
+                cur.push(OsString::from("symlink loop\0"));
+                return self.join(&cur);
+            }
+            cur.pop();
+            if target.is_absolute() {
+                cur.clear();
+            }
+            let mut expanded: VecDeque<OsString> = target
+                .components()
+                .filter_map(|c| match c {
+                    Component::Normal(p) => Some(p.to_os_string()),
+                    Component::ParentDir => Some(OsString::from("..")),
+                    _ => None,
+                })
+                .collect();
+            expanded.extend(pending_owned.drain(..));
+            pending_owned = expanded;
         }
+        self.join(&cur)
+    }
+
+    fn join(&self, parts: &[OsString]) -> PathBuf {
+        let mut out = self.root.clone();
+        out.extend(parts);
         out
     }
 
@@ -50,32 +149,140 @@ impl Sysroot {
     }
 
     /// Reads a host file as UTF-8 text; `None` when it does not exist.
-    pub fn read_to_string(&self, host_path: impl AsRef<Path>) -> std::io::Result<Option<String>> {
-        match std::fs::read_to_string(self.path(host_path)) {
+    ///
+    /// Only a regular file is read (see [`read_regular`]); the error of a
+    /// file that is not UTF-8 says where the first bad byte is.
+    pub fn read_to_string(&self, host_path: impl AsRef<Path>) -> io::Result<Option<String>> {
+        match self.read(host_path)? {
+            None => Ok(None),
+            Some(bytes) => utf8(bytes).map(Some),
+        }
+    }
+
+    /// Reads a host file's bytes; `None` when it does not exist. Only a
+    /// regular file is read (see [`read_regular`]).
+    pub fn read(&self, host_path: impl AsRef<Path>) -> io::Result<Option<Vec<u8>>> {
+        match read_regular(&self.resolve(host_path)) {
             Ok(s) => Ok(Some(s)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    /// Reads a host file's bytes; `None` when it does not exist.
-    pub fn read(&self, host_path: impl AsRef<Path>) -> std::io::Result<Option<Vec<u8>>> {
-        match std::fs::read(self.path(host_path)) {
-            Ok(s) => Ok(Some(s)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// True when the host path exists (following symlinks).
+    /// True when the host path exists (following symlinks inside the root).
     pub fn exists(&self, host_path: impl AsRef<Path>) -> bool {
-        self.path(host_path).exists()
+        self.resolve(host_path).exists()
     }
 }
 
 impl Default for Sysroot {
     fn default() -> Self {
         Self::new("/")
+    }
+}
+
+/// A host path spelled one way: `//`, `/./` and a trailing `/` removed, so
+/// two settings naming one file compare equal. For paths already checked to
+/// be absolute without `..`.
+pub fn normalize_host_path(p: &str) -> String {
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// `..` and `.` removed lexically, for a root that does not exist (yet).
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Reads a small regular file, never blocking on anything else.
+///
+/// The one helper for config files, drop-ins, `policy_source` and the sysfs
+/// and proc values in facts: a FIFO named in any of them used to hang
+/// sightline forever in `open()`. The file is opened with `O_NONBLOCK` (so
+/// opening a FIFO returns at once) and `fstat`ed before one byte is read;
+/// anything but a regular file is refused with `InvalidInput`, naming what it
+/// is. Reads stop at [`MAX_SMALL_FILE`]; proc files report size 0 and are
+/// read to their end.
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not a regular file but {}", kind_name(kind)),
+        ));
+    }
+    read_bounded(file)
+}
+
+fn read_bounded(file: File) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    file.take(MAX_SMALL_FILE + 1).read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_SMALL_FILE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_SMALL_FILE} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+/// [`read_regular`] as UTF-8 text.
+pub fn read_regular_string(path: &Path) -> io::Result<String> {
+    utf8(read_regular(path)?)
+}
+
+/// UTF-8 text, or an error giving the line and column of the first bad byte
+/// (a non-UTF-8 byte in a config was reported at 1:1).
+pub fn utf8(bytes: Vec<u8>) -> io::Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let (line, col) = line_col(e.as_bytes(), at);
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not UTF-8: invalid byte at line {line}, column {col}"),
+        )
+    })
+}
+
+/// 1-based line and column (in characters) of byte offset `at`, counting
+/// only the valid text before it.
+pub fn line_col(bytes: &[u8], at: usize) -> (usize, usize) {
+    let before = String::from_utf8_lossy(&bytes[..at.min(bytes.len())]);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn kind_name(kind: std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else {
+        "not a regular file"
     }
 }
 
@@ -94,7 +301,7 @@ mod tests {
             r.path("/../../etc/passwd"),
             PathBuf::from("/tmp/x/etc/passwd")
         );
-        assert_eq!(r.path("etc/a/../b"), PathBuf::from("/tmp/x/etc/a/b"));
+        assert_eq!(r.path("etc/a/../b"), PathBuf::from("/tmp/x/etc/b"));
         assert_eq!(
             r.host_path(Path::new("/tmp/x/var/lib/sightline")),
             Some(PathBuf::from("/var/lib/sightline"))
@@ -106,5 +313,77 @@ mod tests {
     fn host_root() {
         assert!(Sysroot::default().is_host());
         assert_eq!(Sysroot::default().path("/etc/x"), PathBuf::from("/etc/x"));
+    }
+
+    #[test]
+    fn dotted_roots_are_the_host() {
+        assert!(Sysroot::new("/.").is_host());
+        assert!(Sysroot::new("/tmp/../..").is_host());
+        assert!(Sysroot::new("/nonexistent-sightline/../").is_host());
+        assert!(!Sysroot::new("/tmp").is_host());
+    }
+
+    #[test]
+    fn absolute_symlinks_stay_inside_the_root() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let r = Sysroot::new(root.path());
+        let base = r.root().to_path_buf();
+        std::fs::create_dir_all(base.join("etc")).unwrap();
+        std::fs::create_dir_all(base.join("usr/lib")).unwrap();
+        // An escaping link, as an attacker or a careless image would have it.
+        std::os::unix::fs::symlink(outside.path(), base.join("etc/rancher")).unwrap();
+        // The image's own absolute links keep working, re-rooted.
+        std::os::unix::fs::symlink("/usr/lib", base.join("lib")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", base.join("usr/lib/up")).unwrap();
+        let p = r.path("/etc/rancher/k3s/audit-policy.yaml");
+        let out = std::fs::canonicalize(outside.path()).unwrap();
+        assert!(!p.starts_with(&out), "{p:?} escaped to {out:?}");
+        assert_eq!(
+            p,
+            out_of(&base, outside.path()).join("k3s/audit-policy.yaml")
+        );
+        assert_eq!(r.path("/lib/os-release"), base.join("usr/lib/os-release"));
+        assert_eq!(r.path("/lib/up/etc/x"), base.join("etc/x"));
+        // The last component is not followed by path(), but is by resolve().
+        assert_eq!(r.path("/lib"), base.join("lib"));
+        assert_eq!(r.resolve("/lib"), base.join("usr/lib"));
+    }
+
+    /// Where an absolute link target lands once re-rooted.
+    fn out_of(base: &Path, target: &Path) -> PathBuf {
+        let mut p = base.to_path_buf();
+        p.extend(target.components().skip(1));
+        p
+    }
+
+    #[test]
+    fn symlink_loops_end() {
+        let root = tempfile::tempdir().unwrap();
+        let r = Sysroot::new(root.path());
+        std::os::unix::fs::symlink("/b", r.root().join("a")).unwrap();
+        std::os::unix::fs::symlink("/a", r.root().join("b")).unwrap();
+        assert!(r.path("/a/x").starts_with(r.root()));
+        assert!(r.read("/a/x").is_err());
+    }
+
+    #[test]
+    fn fifos_and_directories_are_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = read_regular(&fifo).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("FIFO"), "{e}");
+        let e = read_regular(d.path()).unwrap_err();
+        assert!(e.to_string().contains("directory"), "{e}");
+        std::fs::write(d.path().join("f"), "x").unwrap();
+        assert_eq!(read_regular(&d.path().join("f")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn non_utf8_reports_line_and_column() {
+        let e = utf8(b"a = 1\nbb = \"\xff\"\n".to_vec()).unwrap_err();
+        assert!(e.to_string().contains("line 2, column 7"), "{e}");
     }
 }

@@ -5,7 +5,9 @@
 use anyhow::{Context, Result};
 use base64::Engine;
 
-use crate::atomic::{create_dir_all, write_atomic};
+use std::path::Path;
+
+use crate::atomic::{TEMP_PREFIX, create_dir_all, fsync_dir, remove_file, write_atomic};
 use crate::config::Config;
 use crate::sysroot::Sysroot;
 
@@ -39,20 +41,31 @@ pub fn uptime_kuma_password_path(cfg: &Config) -> String {
 /// A stored password, generated on first use. With `persist` false a
 /// missing one is generated for this run only, and the second value says so.
 fn stored_password(root: &Sysroot, path: &str, persist: bool) -> Result<(String, bool)> {
-    Ok(match root.read_to_string(path)? {
-        Some(p) if !p.trim().is_empty() => (p.trim().to_string(), false),
-        _ => {
-            let p = generate_password()?;
-            if persist {
-                let real = root.path(path);
-                create_dir_all(real.parent().expect("has a parent"), 0o700)?;
-                write_atomic(&real, format!("{p}\n").as_bytes(), 0o600)
-                    .with_context(|| format!("storing {path}"))?;
-                (p, false)
+    let stored = |root: &Sysroot| -> Result<Option<String>> {
+        Ok(root
+            .read_to_string(path)
+            .with_context(|| format!("reading {path}"))?
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty()))
+    };
+    Ok(match stored(root)? {
+        Some(p) => (p, false),
+        None if persist => {
+            let real = root.path(path);
+            let mine = generate_password()?;
+            if store_first(&real, &format!("{mine}\n"))
+                .with_context(|| format!("storing {path}"))?
+            {
+                (mine, false)
             } else {
-                (p, true)
+                // Another sightline stored one first: everyone uses that.
+                let theirs = stored(root)?.with_context(|| {
+                    format!("{path} was created by another sightline but is empty")
+                })?;
+                (theirs, false)
             }
         }
+        None => (generate_password()?, true),
     })
 }
 
@@ -105,6 +118,37 @@ pub fn store_password(root: &Sysroot, path: &str, password: &str) -> Result<bool
     Ok(true)
 }
 
+/// Stores `content` at `real` unless a file is already there; returns true
+/// when this call created it.
+///
+/// Parallel first runs (`render` and `apply` at once) each generated a
+/// password and the last rename won, so six runs handed out six passwords.
+/// Here the content is written whole to a private staging file (through the
+/// atomic-write helper) and published with link(2), which never replaces an
+/// existing name: the first writer wins, the others read its password. An
+/// empty or torn file can never be seen under the final name.
+fn store_first(real: &Path, content: &str) -> std::io::Result<bool> {
+    let dir = real.parent().expect("has a parent");
+    create_dir_all(dir, 0o700)?;
+    let name = real.file_name().expect("has a file name").to_string_lossy();
+    // TEMP_PREFIX: a staging file left by a kill is swept with the others.
+    let staging = dir.join(format!("{TEMP_PREFIX}{name}.{}", std::process::id()));
+    write_atomic(&staging, content.as_bytes(), 0o600)?;
+    let won = match std::fs::hard_link(&staging, real) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+        Err(e) => {
+            let _ = remove_file(&staging);
+            return Err(e);
+        }
+    };
+    remove_file(&staging)?;
+    if won {
+        fsync_dir(dir)?;
+    }
+    Ok(won)
+}
+
 /// 32 bytes from the OS RNG, base64url without padding (43 characters).
 pub fn generate_password() -> Result<String> {
     let mut b = [0u8; 32];
@@ -134,5 +178,19 @@ mod tests {
             .find(&a)
             .is_none()
         );
+    }
+
+    #[test]
+    fn the_first_stored_password_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("secrets/pw");
+        assert!(store_first(&f, "one\n").unwrap());
+        assert!(!store_first(&f, "two\n").unwrap());
+        assert_eq!(std::fs::read_to_string(&f).unwrap(), "one\n");
+        let left: Vec<_> = std::fs::read_dir(d.path().join("secrets"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["pw"], "no staging file is left behind");
     }
 }

@@ -16,6 +16,11 @@ pub fn overlay_path(release: &str, tier: Tier) -> String {
     format!("values/{release}.{}.yaml", tier.as_str())
 }
 
+/// File name of a release's overlay in `[bundle] values_dir`.
+pub fn user_overlay_name(release: &str) -> String {
+    format!("{release}.yaml")
+}
+
 /// The merged values for a release on a tier (then the user's overlay), as YAML text.
 pub fn merged(bundle: &Bundle, release: &str, tier: Tier, user: Option<&str>) -> Result<String> {
     let common = bundle.text(&common_path(release))?;
@@ -29,10 +34,14 @@ pub fn merged(bundle: &Bundle, release: &str, tier: Tier, user: Option<&str>) ->
         merge(&mut v, o);
     }
     if let Some(text) = user {
-        let o: Value =
-            serde_yaml_ng::from_str(text).context("the values overlay in [bundle] values_dir")?;
+        // The overlay is the user's own file: name it, with the YAML
+        // error's line and column (from serde_yaml_ng's message).
+        let file = user_overlay_name(release);
+        let o: Value = serde_yaml_ng::from_str(text).with_context(|| {
+            format!("{file} in bundle.values_dir is not valid YAML; correct it at the line shown")
+        })?;
         if !o.is_null() && !o.is_mapping() {
-            anyhow::bail!("the values overlay for {release} must be a YAML mapping");
+            anyhow::bail!("{file} in bundle.values_dir must be a YAML mapping (key: value)");
         }
         if !o.is_null() {
             merge(&mut v, o);
@@ -69,5 +78,14 @@ mod tests {
         merge(&mut a, b);
         let want: Value = serde_yaml_ng::from_str("a: {b: 1, c: [3], e: true}\nd: x\n").unwrap();
         assert_eq!(a, want);
+    }
+
+    #[test]
+    fn a_broken_user_overlay_names_its_file_and_line() {
+        let b = Bundle::embedded().unwrap();
+        let e = merged(&b, "loki", Tier::Full, Some("a: 1\nb: [\n")).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("loki.yaml in bundle.values_dir"), "{msg}");
+        assert!(msg.contains("line"), "{msg}");
     }
 }

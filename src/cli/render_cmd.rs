@@ -128,11 +128,9 @@ pub fn export(out: &Path, json: bool) -> Result<u8> {
     crate::atomic::write_atomic(&tar, crate::bundle::archive::EMBEDDED, 0o644)
         .with_context(|| format!("writing {}", tar.display()))?;
     let digest = crate::digest::sha256_hex(crate::bundle::archive::EMBEDDED);
-    crate::atomic::write_atomic(
-        &out.join("bundle.tar.sha256"),
-        format!("{digest}  bundle.tar\n").as_bytes(),
-        0o644,
-    )?;
+    let sum = out.join("bundle.tar.sha256");
+    crate::atomic::write_atomic(&sum, format!("{digest}  bundle.tar\n").as_bytes(), 0o644)
+        .with_context(|| format!("writing {}", sum.display()))?;
     if json {
         super::print_json(&serde_json::json!({ "file": tar, "digest": b.digest }))?;
     } else {

@@ -87,7 +87,10 @@ pub fn load(root: &Sysroot) -> Result<LoadedConfig, ConfigError> {
 /// each name in lexical order.
 fn discover(root: &Sysroot) -> Result<Vec<Source>, ConfigError> {
     let mut out = Vec::new();
-    if root.path(MAIN_FILE).is_file() {
+    // Anything at the main file's name takes part, as a drop-in does: a
+    // dangling symlink, a directory or a FIFO there is an error naming it,
+    // never a silent fall back to the defaults.
+    if std::fs::symlink_metadata(root.path(MAIN_FILE)).is_ok() {
         out.push(Source {
             path: MAIN_FILE.into(),
             masked: false,
@@ -95,7 +98,7 @@ fn discover(root: &Sysroot) -> Result<Vec<Source>, ConfigError> {
     }
     let mut by_name: BTreeMap<String, PathBuf> = BTreeMap::new();
     for dir in DROPIN_DIRS {
-        let real = root.path(dir);
+        let real = root.resolve(dir);
         let entries = match std::fs::read_dir(&real) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -118,8 +121,24 @@ fn discover(root: &Sysroot) -> Result<Vec<Source>, ConfigError> {
     Ok(out)
 }
 
+/// Reads a config file: a regular file only (a FIFO would block forever),
+/// UTF-8, with a bad byte reported at its own line and column.
 fn read(root: &Sysroot, path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(root.path(path)).map_err(|e| io_error(path, &e))
+    let bytes =
+        crate::sysroot::read_regular(&root.resolve(path)).map_err(|e| io_error(path, &e))?;
+    String::from_utf8(bytes).map_err(|e| {
+        let (line, column) = crate::sysroot::line_col(e.as_bytes(), e.utf8_error().valid_up_to());
+        ConfigError {
+            origin: Origin::File {
+                path: path.to_path_buf(),
+                line,
+                column,
+            },
+            message: "not UTF-8: invalid byte here".into(),
+            snippet: None,
+            fix: "save the file as UTF-8".into(),
+        }
+    })
 }
 
 fn io_error(path: &Path, e: &std::io::Error) -> ConfigError {
@@ -218,10 +237,16 @@ fn locate_problem(
     loaded: &LoadedConfig,
     p: super::validate::Problem,
 ) -> ConfigError {
-    match loaded.origin(&p.key) {
+    let origin = match (loaded.origin(&p.key), &p.related) {
+        (Origin::Default, Some(other)) => loaded.origin(other),
+        (o, _) => o,
+    };
+    match origin {
         Origin::File { path, line, column } => {
-            let snippet = std::fs::read_to_string(root.path(&path))
+            let snippet = root
+                .read_to_string(&path)
                 .ok()
+                .flatten()
                 .and_then(|t| t.lines().nth(line - 1).map(str::to_string));
             ConfigError {
                 origin: Origin::File { path, line, column },
@@ -389,6 +414,78 @@ mod tests {
             Origin::File { line, .. } => assert_eq!(line, 1),
             _ => panic!("{e}"),
         }
+    }
+
+    #[test]
+    fn main_file_that_is_not_a_regular_file_is_an_error() {
+        type Make = fn(&Path);
+        let make: [(&str, Make); 3] = [
+            ("dangling symlink", |p| {
+                symlink("/nonexistent/config.toml", p).unwrap()
+            }),
+            ("directory", |p| std::fs::create_dir(p).unwrap()),
+            ("FIFO", |p| {
+                nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap()
+            }),
+        ];
+        for (what, make) in make {
+            let (_d, r) = root_with(&[]);
+            std::fs::create_dir_all(r.path("/etc/sightline")).unwrap();
+            make(&r.path(MAIN_FILE));
+            let e = load(&r).expect_err(what);
+            assert!(e.to_string().starts_with(MAIN_FILE), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn fifo_dropin_is_refused_without_hanging() {
+        let (_d, r) = root_with(&[]);
+        let dir = r.path("/etc/sightline/config.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        nix::unistd::mkfifo(
+            &dir.join("10-fifo.toml"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let e = load(&r).unwrap_err();
+        assert!(e.to_string().contains("10-fifo.toml"), "{e}");
+        assert!(e.message.contains("FIFO"), "{e}");
+    }
+
+    #[test]
+    fn non_utf8_byte_is_reported_at_its_line() {
+        let (_d, r) = root_with(&[]);
+        let p = r.path(MAIN_FILE);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, b"[loki]\n# caf\xe9\nretention_days = 20\n").unwrap();
+        let e = load(&r).unwrap_err();
+        assert_eq!(
+            e.origin,
+            Origin::File {
+                path: MAIN_FILE.into(),
+                line: 2,
+                column: 6
+            }
+        );
+    }
+
+    #[test]
+    fn a_clash_points_at_the_line_that_made_it() {
+        let (_d, r) = root_with(&[(
+            "/etc/sightline/config.toml",
+            "[paths]\naudit_policy = \"/etc/rancher/k3s/config.yaml.d/60-sightline-audit.yaml\"\n",
+        )]);
+        let e = load(&r).unwrap_err();
+        assert_eq!(
+            e.origin,
+            Origin::File {
+                path: MAIN_FILE.into(),
+                line: 2,
+                column: 1
+            },
+            "{e}"
+        );
+        assert!(e.message.contains("paths.audit_policy"), "{e}");
     }
 }
 

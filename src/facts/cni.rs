@@ -36,7 +36,7 @@ impl Cni {
 pub(super) fn detect(root: &Sysroot) -> Cni {
     let mut names: Vec<String> = Vec::new();
     for dir in CNI_DIRS {
-        if let Ok(rd) = std::fs::read_dir(root.path(dir)) {
+        if let Ok(rd) = std::fs::read_dir(root.resolve(dir)) {
             names.extend(
                 rd.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned()),

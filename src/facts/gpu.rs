@@ -14,7 +14,7 @@ pub struct Gpu {
 }
 
 pub(super) fn detect(root: &Sysroot) -> Option<Gpu> {
-    let listed = std::fs::read_dir(root.path("/proc/driver/nvidia/gpus"))
+    let listed = std::fs::read_dir(root.resolve("/proc/driver/nvidia/gpus"))
         .map(|rd| rd.flatten().count())
         .unwrap_or(0);
     if listed > 0 || root.exists("/dev/nvidia0") {

@@ -25,7 +25,9 @@ pub use cni::Cni;
 pub use cpu::Cpu;
 pub use gpu::Gpu;
 pub use k3s::{K3s, K3sRole, RoleSource, UNIT_PATTERNS, UnitSource};
-pub use k3s_config::{ConfigSource, K3sConfigFiles, dotd_files as k3s_dropins};
+pub use k3s_config::{
+    ConfigSource, DEFAULT_CONFIG as K3S_DEFAULT_CONFIG, K3sConfigFiles, dotd_files as k3s_dropins,
+};
 pub use k3s_manifests::{ManifestRules, SkipReason, SkippedStage};
 pub use memory::Memory;
 pub use os::{Os, OsFamily};

@@ -35,7 +35,7 @@ impl ThrottleSource {
 }
 
 pub(super) fn detect(root: &Sysroot) -> ThrottleSource {
-    if root.path(GET_THROTTLED).is_file() {
+    if root.resolve(GET_THROTTLED).is_file() {
         return ThrottleSource::Sysfs;
     }
     match find_vcgencmd(root) {
@@ -53,7 +53,35 @@ pub fn find_vcgencmd(root: &Sysroot) -> Option<String> {
         .map(|d| format!("{}/vcgencmd", d.trim_end_matches('/')))
         .find(|p| {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(root.path(p))
+            std::fs::metadata(root.resolve(p))
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    /// Images link their tools absolutely; the link is followed inside the
+    /// image, not on the machine preparing it.
+    #[test]
+    fn an_absolute_link_to_vcgencmd_is_followed_inside_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(d.path());
+        let real = root.root().join("opt/vc/bin/vcgencmd");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir_all(root.root().join("usr/bin")).unwrap();
+        symlink("/opt/vc/bin/vcgencmd", root.root().join("usr/bin/vcgencmd")).unwrap();
+        let found = find_vcgencmd(&root).unwrap();
+        assert!(
+            found == "/usr/bin/vcgencmd"
+                || !std::env::var("PATH")
+                    .unwrap_or_default()
+                    .contains("/usr/bin"),
+            "{found}"
+        );
+    }
 }

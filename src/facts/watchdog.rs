@@ -22,7 +22,7 @@ pub struct Watchdog {
 const KNOWN_MAXIMA: [(&str, u32); 1] = [("Broadcom BCM2835 Watchdog timer", 15)];
 
 pub(super) fn detect(root: &Sysroot) -> Option<Watchdog> {
-    let rd = std::fs::read_dir(root.path("/sys/class/watchdog")).ok()?;
+    let rd = std::fs::read_dir(root.resolve("/sys/class/watchdog")).ok()?;
     // systemd arms /dev/watchdog0 unless told otherwise; take the lowest index.
     let mut indices: Vec<u32> = rd
         .flatten()
@@ -37,10 +37,13 @@ pub(super) fn detect(root: &Sysroot) -> Option<Watchdog> {
     indices.sort_unstable();
     let n = *indices.first()?;
     let base = format!("/sys/class/watchdog/watchdog{n}");
+    // 0 is what a driver reports when it does not know (and would give
+    // RuntimeWatchdogSec=0, i.e. off, or worse after clamping): unknown.
     let read_u32 = |f: &str| {
         super::read_trimmed(root, &format!("{base}/{f}"))?
             .parse::<u32>()
             .ok()
+            .filter(|&v| v > 0)
     };
     let identity = super::read_trimmed(root, &format!("{base}/identity"));
     let max_timeout_s = read_u32("max_timeout").or_else(|| {

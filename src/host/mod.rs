@@ -6,6 +6,7 @@
 
 pub(crate) mod audit;
 pub(crate) mod audit_policy;
+mod guard;
 pub(crate) mod k3s_flags;
 pub(crate) mod throttle;
 pub(crate) mod watchdog;
@@ -100,6 +101,7 @@ impl DesiredState {
         audit::contribute(root, cfg, facts, &mut d)?;
         watchdog::contribute(cfg, facts, &mut d);
         throttle::contribute(root, cfg, facts, &mut d);
+        guard::check(cfg, facts, &d)?;
         Ok(d)
     }
 

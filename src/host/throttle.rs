@@ -20,7 +20,7 @@ const UNIT_DIRS: [&str; 3] = [
 pub fn timer_installed(root: &Sysroot) -> bool {
     UNIT_DIRS
         .iter()
-        .any(|d| root.path(format!("{d}/{TIMER}")).is_file())
+        .any(|d| root.resolve(format!("{d}/{TIMER}")).is_file())
 }
 
 /// The symlink `systemctl enable` creates for a timer (its

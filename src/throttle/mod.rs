@@ -6,8 +6,11 @@
 //! the same conditions latched since boot.
 
 use std::fmt::Write as _;
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -137,13 +140,17 @@ pub fn render(s: &Sample) -> String {
 pub fn collect(root: &Sysroot, source: &ThrottleSource) -> Result<Sample> {
     let (throttled, vcgencmd) = match source {
         ThrottleSource::Sysfs => {
+            let file = crate::facts::throttle_sysfs();
             let text = root
-                .read_to_string(crate::facts::throttle_sysfs())?
-                .context("get_throttled disappeared")?;
-            (Throttled::parse(&text)?, crate::facts::find_vcgencmd(root))
+                .read_to_string(file)
+                .with_context(|| format!("reading {file}"))?
+                .with_context(|| format!("{file} disappeared"))?;
+            let word = Throttled::parse(&text).with_context(|| format!("reading {file}"))?;
+            (word, crate::facts::find_vcgencmd(root))
         }
         ThrottleSource::Vcgencmd(path) => (
-            Throttled::parse(&run(root, path, &["get_throttled"])?)?,
+            Throttled::parse(&run(root, path, &["get_throttled"])?)
+                .with_context(|| format!("the output of {path} get_throttled"))?,
             Some(path.clone()),
         ),
         ThrottleSource::None => bail!(
@@ -176,15 +183,64 @@ pub fn parse_volts(s: &str) -> Option<f64> {
         .ok()
 }
 
+/// How long vcgencmd may take. It answers in milliseconds; a stuck firmware
+/// mailbox once hung `collect-throttle` (and the timer behind it) for good.
+pub const VCGENCMD_TIMEOUT: Duration = Duration::from_secs(5);
+
 fn run(root: &Sysroot, host_path: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(root.path(host_path))
+    run_with_timeout(root, host_path, args, VCGENCMD_TIMEOUT)
+}
+
+/// Runs a host program, killing it (and anything it started: it gets a
+/// process group of its own) when it outlives `timeout`.
+fn run_with_timeout(
+    root: &Sysroot,
+    host_path: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> Result<String> {
+    let what = format!("{host_path} {}", args.join(" "));
+    let mut child = Command::new(root.resolve(host_path))
         .args(args)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
         .with_context(|| format!("running {host_path}"))?;
-    if !out.status.success() {
-        bail!("{host_path} {} exited with {}", args.join(" "), out.status);
+    let mut stdout = child.stdout.take().expect("piped");
+    // Read on the side so a chatty child never blocks on a full pipe while
+    // the clock runs.
+    let reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = stdout.read_to_end(&mut buf);
+        buf
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child
+            .try_wait()
+            .with_context(|| format!("waiting for {what}"))?
+        {
+            break status;
+        }
+        if started.elapsed() >= timeout {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+            tracing::warn!(program = %host_path, timeout_s = timeout.as_secs(), "killed a stuck child");
+            bail!(
+                "{what} did not answer within {} s and was killed; check the firmware (dmesg) and /dev/vchiq",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = reader.join().unwrap_or_default();
+    if !status.success() {
+        bail!("{what} exited with {status}");
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::sysroot::utf8(out).with_context(|| format!("the output of {what}"))
 }
 
 /// Writes a metrics textfile, creating its directory if needed. No fsync:
@@ -223,5 +279,33 @@ mod tests {
     fn volts() {
         assert_eq!(parse_volts("volt=0.8563V\n"), Some(0.8563));
         assert_eq!(parse_volts("nope"), None);
+    }
+
+    // The children are /bin/sh itself: a script written by the test and
+    // executed at once can fail with ETXTBSY while another test thread forks.
+    #[test]
+    fn a_stuck_child_is_killed_after_the_timeout() {
+        let t = Instant::now();
+        let e = run_with_timeout(
+            &Sysroot::default(),
+            "/bin/sh",
+            &["-c", "echo started; sleep 60"],
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        assert!(e.to_string().contains("did not answer"), "{e}");
+    }
+
+    #[test]
+    fn non_utf8_output_names_the_program() {
+        let e = run(
+            &Sysroot::default(),
+            "/bin/sh",
+            &["-c", "printf 'throttled=\\377'"],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("/bin/sh -c"), "{e:#}");
+        assert!(format!("{e:#}").contains("not UTF-8"), "{e:#}");
     }
 }
