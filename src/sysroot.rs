@@ -42,8 +42,21 @@ impl Sysroot {
     /// gets the host's checks (root user, real systemd effects). A root that
     /// does not exist yet is normalised lexically.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        let root = root.into();
-        let root = std::fs::canonicalize(&root).unwrap_or_else(|_| normalize(&root));
+        let root: PathBuf = root.into();
+        let root = match std::env::current_dir() {
+            Ok(cwd) if root.is_relative() => normalize(&cwd.join(root)),
+            _ => normalize(&root),
+        };
+        // The host's `/` however it is spelt (`/.`, `/tmp/x/../..`, a link
+        // to `/`) is the host, with the host's checks. The test is the
+        // directory's identity, not a canonicalised path: canonicalising
+        // follows magic links, and `/proc/PID/root` of a container would
+        // read as the host's `/`.
+        let root = if root != Path::new("/") && same_dir(&root, Path::new("/")) {
+            PathBuf::from("/")
+        } else {
+            root
+        };
         Self { root }
     }
 
@@ -283,6 +296,15 @@ fn kind_name(kind: std::fs::FileType) -> &'static str {
         "a character device"
     } else {
         "not a regular file"
+    }
+}
+
+/// True when both paths name the same directory (device and inode).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.is_dir() && x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
     }
 }
 

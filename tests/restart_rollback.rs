@@ -613,10 +613,34 @@ fn a_half_failed_apply_then_uninstall_keeps_the_users_original() {
     let e = env("ubuntu-cilium", "");
     let ops = FakeK3s::new(e.root.root());
     let original = read(e.root.root(), POLICY);
-    // The drop-in directory is a dangling link, so it reads as empty but
-    // cannot be written: the policy is backed up and replaced, then
-    // writing the drop-in fails.
-    std::os::unix::fs::symlink("gone", e.root.path("/etc/rancher/k3s/config.yaml.d")).unwrap();
+    // The drop-in directory is a tmpfs with no inode to spare, so it reads
+    // as empty but cannot be written: the policy is backed up and replaced,
+    // then writing the drop-in fails (ENOSPC). Mounting needs root, as the
+    // container tests do.
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: mounting a full tmpfs needs root");
+        assert_ne!(
+            std::env::var("SIGHTLINE_NSPAWN_REQUIRED").as_deref(),
+            Ok("1"),
+            "root is required here"
+        );
+        return;
+    }
+    let dropins = e.root.path("/etc/rancher/k3s/config.yaml.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k,nr_inodes=1", "tmpfs"])
+        .arg(&dropins)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let guard = Unmount(dropins.clone());
     rt().block_on(async {
         let err = apply(&e, &ops, true).await.unwrap_err();
         assert!(format!("{err:#}").contains(DROPIN), "{err:#}");
@@ -631,7 +655,7 @@ fn a_half_failed_apply_then_uninstall_keeps_the_users_original() {
             Some(format!("/var/lib/sightline/backup{POLICY}").as_str()),
             "the backup is recorded although the apply failed"
         );
-        std::fs::remove_file(e.root.path("/etc/rancher/k3s/config.yaml.d")).unwrap();
+        drop(guard);
         uninstall(&e, &ops).await.unwrap();
         assert_eq!(read(e.root.root(), POLICY), original);
     });
