@@ -30,17 +30,31 @@ const MAX_SYMLINKS: u32 = 40;
 pub const MAX_SMALL_FILE: u64 = 256 << 20;
 
 /// A root directory under which all host paths are resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Sysroot {
     root: PathBuf,
+    /// Real directories under a non-host root already seen not to be
+    /// symlinks: resolving every path component by component would
+    /// otherwise cost a `lstat` per component per path, several hundred per
+    /// converge. Only plain directories are remembered; a link is looked at
+    /// every time.
+    plain_dirs: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
+
+impl PartialEq for Sysroot {
+    fn eq(&self, other: &Self) -> bool {
+        self.root == other.root
+    }
+}
+
+impl Eq for Sysroot {}
 
 impl Sysroot {
     /// A sysroot at `root`. `/` means the running machine.
     ///
-    /// The root is canonicalised, so `/.` or `/tmp/x/../..` is the host and
-    /// gets the host's checks (root user, real systemd effects). A root that
-    /// does not exist yet is normalised lexically.
+    /// The root is made absolute and normalised lexically; it is the host,
+    /// with the host's checks (root user, real systemd effects), when it is
+    /// the host's `/` by identity (`/.`, `/tmp/x/../..`, a link to `/`).
     pub fn new(root: impl Into<PathBuf>) -> Self {
         let root: PathBuf = root.into();
         let root = match std::env::current_dir() {
@@ -57,7 +71,10 @@ impl Sysroot {
         } else {
             root
         };
-        Self { root }
+        Self {
+            root,
+            plain_dirs: Default::default(),
+        }
     }
 
     /// The root directory itself.
@@ -114,10 +131,16 @@ impl Sysroot {
                 continue;
             }
             let real = self.join(&cur);
+            if !last && self.known_plain(&real) {
+                continue;
+            }
             let Ok(meta) = std::fs::symlink_metadata(&real) else {
                 continue;
             };
             if !meta.file_type().is_symlink() {
+                if meta.is_dir() {
+                    self.remember_plain(real);
+                }
                 continue;
             }
             let Ok(target) = std::fs::read_link(&real) else {
@@ -147,6 +170,16 @@ impl Sysroot {
             pending_owned = expanded;
         }
         self.join(&cur)
+    }
+
+    fn known_plain(&self, real: &Path) -> bool {
+        self.plain_dirs.lock().is_ok_and(|set| set.contains(real))
+    }
+
+    fn remember_plain(&self, real: PathBuf) {
+        if let Ok(mut set) = self.plain_dirs.lock() {
+            set.insert(real);
+        }
     }
 
     fn join(&self, parts: &[OsString]) -> PathBuf {

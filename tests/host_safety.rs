@@ -114,3 +114,35 @@ fn a_converged_apply_writes_nothing_in_the_state_directory() {
     // (an intent record written and deleted, say).
     assert_eq!((host_files(r), stamp(&dir)), before);
 }
+
+/// A bundle file is hashed once per version of it: after it verified, a
+/// re-check costs a stat; once it changes it is verified again, and a
+/// tampered one is refused although an earlier version passed.
+#[test]
+fn a_bundle_tampered_after_it_verified_is_refused_again() {
+    let root = fixture("pi4");
+    let r = root.path();
+    let tar = tempfile::tempdir().unwrap();
+    ok(
+        r,
+        &["bundle", "export", "--out", tar.path().to_str().unwrap()],
+    );
+    let good = std::fs::read(tar.path().join("bundle.tar")).unwrap();
+    write(r, "/usr/share/sightline/bundle.tar", "");
+    std::fs::write(r.join("usr/share/sightline/bundle.tar"), &good).unwrap();
+    ok(r, &["apply", "--no-restart", "--host-only"]);
+    assert!(r.join("run/sightline/bundle-verified").is_file());
+    let mut bad = good.clone();
+    let at = bad
+        .windows(16)
+        .position(|w| w == b"name: monitoring")
+        .unwrap();
+    bad[at + 6] = b'M';
+    // Same size: only the identity (inode, mtime) tells it changed.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(r.join("usr/share/sightline/bundle.tar"), &bad).unwrap();
+    let out = sightline(r, &["apply", "--no-restart", "--host-only"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("bundle is refused"), "{err}");
+}

@@ -170,7 +170,8 @@ async fn run(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<ConvergeReport
     // A tampered bundle must be refused before the host layer is touched:
     // the host converge may restart k3s for a release that then cannot roll
     // out. Unlike bad input it is published, so `status` shows it.
-    crate::bundle::Bundle::load(&ctx.root, &cfg.config)
+    let marker = format!("{}/bundle-verified", cfg.config.paths.run_dir);
+    crate::bundle::Bundle::check(&ctx.root, &cfg.config, &marker)
         .context("the bundle is refused; nothing on the host was changed")
         .map_err(ConvergeError::Failed)?;
     converge_locked(ctx, cfg, mode, &facts, &desired)

@@ -59,6 +59,41 @@ impl Bundle {
         }
     }
 
+    /// Refuses a bundle file that does not verify, without keeping it. The
+    /// embedded bundle is the binary's own bytes, pinned at build time, so
+    /// it needs no check; a file is hashed once per version of it: the
+    /// verdict is remembered on tmpfs (`marker`, a host path) with the
+    /// file's identity, so a re-check that finds nothing changed costs a
+    /// `stat`, not a hash of every file in it.
+    pub fn check(root: &Sysroot, cfg: &Config, marker: &str) -> Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let path = &cfg.bundle.path;
+        let meta = match std::fs::metadata(root.resolve(path)) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("reading {path}")),
+        };
+        let identity = format!(
+            "{path} {} {} {} {} {PINNED_SUMS_SHA256}\n",
+            meta.dev(),
+            meta.ino(),
+            meta.size(),
+            meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+        );
+        if root.read(marker).ok().flatten().as_deref() == Some(identity.as_bytes()) {
+            return Ok(());
+        }
+        Self::load(root, cfg)?;
+        crate::atomic::write_if_changed(
+            &root.path(marker),
+            identity.as_bytes(),
+            0o644,
+            crate::atomic::Durability::Volatile,
+        )
+        .with_context(|| format!("writing {marker}"))?;
+        Ok(())
+    }
+
     /// The embedded bundle.
     pub fn embedded() -> Result<Bundle> {
         Self::from_tar(EMBEDDED, BundleSource::Embedded)
