@@ -104,23 +104,6 @@ const ALL_FULL_CILIUM: [&str; 13] = [
     "sightline-95-uptime-kuma.yaml",
 ];
 
-/// A 4 GB Pi 4: light tier, Falco, kube-router's NetworkPolicies.
-const ALL_LIGHT_PI4: [&str; 13] = [
-    "sightline-10-namespaces.yaml",
-    "sightline-12-netpol-light.yaml",
-    "sightline-15-secrets.yaml",
-    "sightline-18-prometheus-crds.yaml",
-    "sightline-20-loki.yaml",
-    "sightline-30-fluent-bit.yaml",
-    "sightline-40-victoria-metrics.yaml",
-    "sightline-50-falco.yaml",
-    "sightline-60-trivy-operator.yaml",
-    "sightline-80-kube-bench.yaml",
-    "sightline-90-alert-rules.yaml",
-    "sightline-91-loki-rules.yaml",
-    "sightline-95-uptime-kuma.yaml",
-];
-
 #[test]
 fn stages_follow_tier_and_decisions() {
     let (_r, out) = render("ubuntu-cilium", "", &[]);
@@ -129,7 +112,7 @@ fn stages_follow_tier_and_decisions() {
     assert_eq!(names(out.path()), ALL_FULL_CILIUM);
 
     let (_r, out) = render("pi4", "", &[]);
-    assert_eq!(names(out.path()), ALL_LIGHT_PI4);
+    assert_eq!(names(out.path()), LIGHT_PI4_STAGES);
 
     // The Pi gets Falco's kernel-module driver (no BTF); Loki's retention is set from config.
     let falco = std::fs::read_to_string(out.path().join("sightline-50-falco.yaml")).unwrap();

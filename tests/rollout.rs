@@ -55,24 +55,7 @@ fn every_stage_is_written_in_order_and_becomes_healthy() {
     assert_eq!(code, Some(0), "{log}");
     // Exactly the light tier's stages of a 4 GB Pi, and no temp file.
     let files = stage_files(root.path());
-    assert_eq!(
-        files,
-        [
-            "sightline-10-namespaces.yaml",
-            "sightline-12-netpol-light.yaml",
-            "sightline-15-secrets.yaml",
-            "sightline-18-prometheus-crds.yaml",
-            "sightline-20-loki.yaml",
-            "sightline-30-fluent-bit.yaml",
-            "sightline-40-victoria-metrics.yaml",
-            "sightline-50-falco.yaml",
-            "sightline-60-trivy-operator.yaml",
-            "sightline-80-kube-bench.yaml",
-            "sightline-90-alert-rules.yaml",
-            "sightline-91-loki-rules.yaml",
-            "sightline-95-uptime-kuma.yaml",
-        ]
-    );
+    assert_eq!(files, LIGHT_PI4_STAGES);
     assert!(log.contains("all ") && log.contains("healthy"), "{log}");
     // The stage holding Secrets is 0600.
     assert_eq!(

@@ -13,9 +13,7 @@ use crate::bundle::{Bundle, RenderedStage, StageInputs, render_stages};
 use crate::config::{Config, LoadedConfig};
 use crate::decide::{Decisions, Tier, decide_runtime_security};
 use crate::facts::{Facts, K3sRole};
-use crate::rollout::{
-    Progress, Rollout, RolloutReport, RolloutResult, StageReport, StageState, Timing,
-};
+use crate::rollout::{Progress, Rollout, RolloutReport, RolloutResult, Timing};
 use crate::state::State;
 use crate::sysroot::Sysroot;
 
@@ -319,22 +317,14 @@ pub async fn run_cluster(
 /// written; the stages this machine would have are listed as pending.
 fn unreachable(stages: &[RenderedStage], reason: String, since: Instant) -> ClusterOutcome {
     ClusterOutcome::Rollout(LedRollout {
-        report: RolloutReport {
-            result: RolloutResult::ApiUnreachable {
+        report: RolloutReport::not_started(
+            stages,
+            RolloutResult::ApiUnreachable {
                 reason,
                 waited_ms: since.elapsed().as_millis() as u64,
             },
-            k3s_version: None,
-            stages: stages
-                .iter()
-                .map(|s| StageReport {
-                    name: s.stage.name.clone(),
-                    state: StageState::Pending,
-                    detail: None,
-                    elapsed_s: 0.0,
-                })
-                .collect(),
-        },
+            None,
+        ),
         view: None,
     })
 }

@@ -79,6 +79,29 @@ pub struct RolloutReport {
     pub stages: Vec<StageReport>,
 }
 
+impl RolloutReport {
+    /// A rollout that wrote nothing: every stage pending.
+    pub fn not_started(
+        stages: &[RenderedStage],
+        result: RolloutResult,
+        k3s_version: Option<K3sVersion>,
+    ) -> RolloutReport {
+        RolloutReport {
+            result,
+            k3s_version,
+            stages: stages
+                .iter()
+                .map(|s| StageReport {
+                    name: s.stage.name.clone(),
+                    state: StageState::Pending,
+                    detail: None,
+                    elapsed_s: 0.0,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Timeouts and polling.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
@@ -270,20 +293,7 @@ impl Rollout<'_> {
 
     /// A report for a rollout that wrote nothing: every stage pending.
     fn not_started(&self, result: RolloutResult, k3s_version: Option<K3sVersion>) -> RolloutReport {
-        RolloutReport {
-            result,
-            k3s_version,
-            stages: self
-                .stages
-                .iter()
-                .map(|s| StageReport {
-                    name: s.stage.name.clone(),
-                    state: StageState::Pending,
-                    detail: None,
-                    elapsed_s: 0.0,
-                })
-                .collect(),
-        }
+        RolloutReport::not_started(&self.stages, result, k3s_version)
     }
 
     async fn wait_api(&self) -> Result<&K3sApi, String> {

@@ -164,3 +164,21 @@ pub fn available(found: bool, why: &str) -> bool {
     }
     found
 }
+
+/// The stage files of a 4 GB Pi 4 (light tier, Falco, kube-router's
+/// NetworkPolicies), in order.
+pub const LIGHT_PI4_STAGES: [&str; 13] = [
+    "sightline-10-namespaces.yaml",
+    "sightline-12-netpol-light.yaml",
+    "sightline-15-secrets.yaml",
+    "sightline-18-prometheus-crds.yaml",
+    "sightline-20-loki.yaml",
+    "sightline-30-fluent-bit.yaml",
+    "sightline-40-victoria-metrics.yaml",
+    "sightline-50-falco.yaml",
+    "sightline-60-trivy-operator.yaml",
+    "sightline-80-kube-bench.yaml",
+    "sightline-90-alert-rules.yaml",
+    "sightline-91-loki-rules.yaml",
+    "sightline-95-uptime-kuma.yaml",
+];
