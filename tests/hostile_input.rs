@@ -231,18 +231,7 @@ fn parallel_first_renders_agree_on_one_grafana_password() {
     }
     let outs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     for o in &outs {
-        let out = Command::new(env!("CARGO_BIN_EXE_sightline"))
-            .arg("--root")
-            .arg(r)
-            .args(["render", "--out"])
-            .arg(o.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(r, &["render", "--out", o.path().to_str().unwrap()]);
     }
     let leftovers: Vec<_> = std::fs::read_dir(r.join("var/lib/sightline/secrets"))
         .unwrap()
