@@ -15,6 +15,12 @@ use std::path::{Path, PathBuf};
 /// dotfiles, so a half-written temp file is never picked up.
 pub const TEMP_PREFIX: &str = ".sightline-tmp.";
 
+/// Suffix of temp files. Not every reader skips dotfiles: node_exporter's
+/// textfile collector reads every name ending in `.prom`
+/// (`collector/textfile.go`: `strings.HasSuffix(name, ".prom")`), so a temp
+/// file named after its target would be scraped half-written.
+pub const TEMP_SUFFIX: &str = ".tmp";
+
 /// How much a write must survive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -53,7 +59,7 @@ fn temp_name(dir: &Path, file_name: &str) -> io::Result<PathBuf> {
     let mut rnd = [0u8; 6];
     getrandom::fill(&mut rnd).map_err(|e| io::Error::other(e.to_string()))?;
     Ok(dir.join(format!(
-        "{TEMP_PREFIX}{}-{}.{file_name}",
+        "{TEMP_PREFIX}{}-{}.{file_name}{TEMP_SUFFIX}",
         std::process::id(),
         hex::encode(rnd)
     )))
@@ -318,6 +324,25 @@ mod tests {
             vec![dead.clone()]
         );
         assert!(!dead.exists() && mine.exists() && fresh_old_style.exists() && other.exists());
+    }
+
+    #[test]
+    fn temp_names_never_end_like_the_target() {
+        let d = tempfile::tempdir().unwrap();
+        for target in ["sightline.prom", "audit-policy.yaml", "50-sightline.conf"] {
+            let tmp = temp_name(d.path(), target).unwrap();
+            let name = tmp.file_name().unwrap().to_string_lossy().into_owned();
+            assert!(name.starts_with(TEMP_PREFIX), "{name}");
+            let ext = Path::new(target).extension().unwrap().to_string_lossy();
+            assert!(
+                !name.ends_with(&format!(".{ext}")),
+                "{name} ends like {target}"
+            );
+            // A leftover of this writer is still told apart by its pid.
+            fs::write(&tmp, b"x").unwrap();
+            assert!(remove_temp_files(d.path(), false).unwrap().is_empty());
+            fs::remove_file(&tmp).unwrap();
+        }
     }
 
     #[test]

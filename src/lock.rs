@@ -24,10 +24,23 @@ static IN_PROCESS: Mutex<()> = Mutex::const_new(());
 const RETRY: Duration = Duration::from_millis(50);
 
 /// A held lock; released when dropped.
+///
+/// The file holds the holder's PID while held and is emptied on release,
+/// so the next holder can tell a clean release from a holder that was
+/// killed: only then can a writer's temp files have been left behind, and
+/// only then is the sweep for them worth its directory scans.
 #[derive(Debug)]
 pub struct Lock {
-    _flock: Flock<File>,
+    flock: Flock<File>,
+    previous_holder_died: bool,
     _in_process: MutexGuard<'static, ()>,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Still under the flock: nobody reads a half-emptied file.
+        let _ = self.flock.set_len(0);
+    }
 }
 
 impl Lock {
@@ -41,15 +54,20 @@ impl Lock {
                 .with_context(|| format!("creating lock directory {}", dir.display()))?;
         }
         let deadline = Instant::now() + wait;
-        let mut file = open(path)?;
+        let (mut file, created) = open(path)?;
         loop {
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                 Ok(mut flock) => {
+                    let mut last_holder = String::new();
+                    let _ = flock.read_to_string(&mut last_holder);
                     flock.set_len(0)?;
                     flock.rewind()?;
                     let _ = writeln!(&mut *flock, "{}", std::process::id());
                     return Ok(Lock {
-                        _flock: flock,
+                        flock,
+                        // A new file: the first run since boot (the run
+                        // directory is tmpfs), and a reboot ends any writer.
+                        previous_holder_died: created || !last_holder.trim().is_empty(),
                         _in_process: turn,
                     });
                 }
@@ -75,15 +93,30 @@ impl Lock {
     }
 }
 
-fn open(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("opening lock file {}", path.display()))
+impl Lock {
+    /// True when the previous holder did not release the lock (it was
+    /// killed, or the machine went down), or when there was none since boot.
+    pub fn previous_holder_died(&self) -> bool {
+        self.previous_holder_died
+    }
+}
+
+/// Opens the lock file; true when this call created it.
+fn open(path: &Path) -> Result<(File, bool)> {
+    let open = |create_new: bool| {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true).mode(0o600);
+        if create_new {
+            o.create_new(true);
+        }
+        o.open(path)
+    };
+    match open(true) {
+        Ok(f) => Ok((f, true)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => open(false).map(|f| (f, false)),
+        Err(e) => Err(e),
+    }
+    .with_context(|| format!("opening lock file {}", path.display()))
 }
 
 #[cfg(test)]
@@ -124,6 +157,60 @@ mod tests {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         let _ = child.wait();
         rt().block_on(Lock::acquire(&p, Duration::ZERO)).unwrap();
+    }
+
+    #[test]
+    fn a_holder_that_died_is_told_from_a_clean_release() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let rt = rt();
+        // No file yet: nothing is known of earlier holders, so sweep.
+        let first = rt.block_on(Lock::acquire(&p, Duration::ZERO)).unwrap();
+        assert!(first.previous_holder_died());
+        assert!(!std::fs::read_to_string(&p).unwrap().trim().is_empty());
+        drop(first);
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "",
+            "not emptied on release"
+        );
+        let clean = rt.block_on(Lock::acquire(&p, Duration::ZERO)).unwrap();
+        assert!(!clean.previous_holder_died());
+        drop(clean);
+    }
+
+    #[test]
+    fn a_killed_holder_makes_the_next_one_sweep() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("lock");
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "lock::tests::hold_and_die",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("SIGHTLINE_LOCK_TEST_PATH", &p)
+            .status()
+            .unwrap();
+        // The child took the lock and was SIGKILLed holding it.
+        assert!(!child.success());
+        assert!(!std::fs::read_to_string(&p).unwrap().trim().is_empty());
+        let next = rt().block_on(Lock::acquire(&p, Duration::ZERO)).unwrap();
+        assert!(next.previous_holder_died());
+    }
+
+    /// Run by `a_killed_holder_makes_the_next_one_sweep` in a child process.
+    #[test]
+    #[ignore = "run as a child by a_killed_holder_makes_the_next_one_sweep"]
+    fn hold_and_die() {
+        let Some(p) = std::env::var_os("SIGHTLINE_LOCK_TEST_PATH") else {
+            return;
+        };
+        let _held = rt()
+            .block_on(Lock::acquire(Path::new(&p), Duration::ZERO))
+            .unwrap();
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
 
     /// The daemon runs the converge and the cluster pass as tasks on one

@@ -104,6 +104,49 @@ impl Sysroot {
     }
 
     fn resolve_with(&self, host_path: &Path, follow_last: bool) -> PathBuf {
+        match self.walk(host_path, follow_last, false) {
+            Ok(parts) => self.join(&parts),
+            // A loop, or a link that cannot be read. Returning the path as
+            // it stands would let the kernel follow an absolute link out of
+            // the root; a NUL byte makes every filesystem call on it fail.
+            Err(()) => self.root.join("symlink loop\0"),
+        }
+    }
+
+    /// The host path with every symlink on the way followed inside the
+    /// root, spelt one way (no `.`, `..` or links); `None` when a component
+    /// is missing or the links loop. Two host paths name the same file
+    /// exactly when their canonical forms are equal.
+    pub fn canonical(&self, host_path: impl AsRef<Path>) -> Option<String> {
+        let host_path = host_path.as_ref();
+        if self.is_host() {
+            return std::fs::canonicalize(host_path)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned());
+        }
+        let parts = self.walk(host_path, true, true).ok()?;
+        let mut out = String::with_capacity(host_path.as_os_str().len());
+        for p in &parts {
+            out.push('/');
+            out.push_str(&p.to_string_lossy());
+        }
+        if out.is_empty() {
+            out.push('/');
+        }
+        Some(out)
+    }
+
+    /// Walks `host_path` component by component inside the root, following
+    /// links (the last one only when `follow_last`), the way
+    /// `openat2(RESOLVE_IN_ROOT)` does. A missing component is taken as is,
+    /// unless `existing`, when it ends the walk. `Err` on a loop, or on a
+    /// missing component when `existing`.
+    fn walk(
+        &self,
+        host_path: &Path,
+        follow_last: bool,
+        existing: bool,
+    ) -> Result<Vec<OsString>, ()> {
         let mut pending: VecDeque<Component<'_>> = host_path.components().collect();
         let mut pending_owned: VecDeque<OsString> = VecDeque::new();
         let mut cur: Vec<OsString> = Vec::new();
@@ -134,8 +177,10 @@ impl Sysroot {
             if !last && self.known_plain(&real) {
                 continue;
             }
-            let Ok(meta) = std::fs::symlink_metadata(&real) else {
-                continue;
+            let meta = match std::fs::symlink_metadata(&real) {
+                Ok(m) => m,
+                Err(_) if existing => return Err(()),
+                Err(_) => continue,
             };
             if !meta.file_type().is_symlink() {
                 if meta.is_dir() {
@@ -143,16 +188,14 @@ impl Sysroot {
                 }
                 continue;
             }
-            let Ok(target) = std::fs::read_link(&real) else {
-                continue;
+            let target = match std::fs::read_link(&real) {
+                Ok(t) => t,
+                Err(_) if existing => return Err(()),
+                Err(_) => continue,
             };
             links += 1;
             if links > MAX_SYMLINKS {
-                // A loop. Returning the path as it stands would let the
-                // kernel follow the absolute link out of the root; a NUL
-                // byte makes every filesystem call on it fail instead.
-                cur.push(OsString::from("symlink loop\0"));
-                return self.join(&cur);
+                return Err(());
             }
             cur.pop();
             if target.is_absolute() {
@@ -169,7 +212,7 @@ impl Sysroot {
             expanded.extend(pending_owned.drain(..));
             pending_owned = expanded;
         }
-        self.join(&cur)
+        Ok(cur)
     }
 
     fn known_plain(&self, real: &Path) -> bool {
@@ -231,6 +274,15 @@ impl Default for Sysroot {
 /// two settings naming one file compare equal. For paths already checked to
 /// be absolute without `..`.
 pub fn normalize_host_path(p: &str) -> String {
+    // Most paths are already spelt so; checking is cheaper than rebuilding.
+    let plain = p.starts_with('/')
+        && (p == "/" || !p.ends_with('/'))
+        && !p.contains("//")
+        && !p.contains("/./")
+        && !p.ends_with("/.");
+    if plain {
+        return p.to_string();
+    }
     let parts: Vec<&str> = p
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
@@ -410,6 +462,54 @@ mod tests {
         let mut p = base.to_path_buf();
         p.extend(target.components().skip(1));
         p
+    }
+
+    #[test]
+    fn canonical_follows_links_inside_the_root_and_needs_every_component() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Sysroot::new(d.path());
+        std::fs::create_dir_all(r.root().join("usr/lib/systemd/system")).unwrap();
+        std::fs::write(r.root().join("usr/lib/systemd/system/k3s.service"), "").unwrap();
+        std::os::unix::fs::symlink("usr/lib", r.root().join("lib")).unwrap();
+        std::fs::create_dir_all(r.root().join("etc/systemd/system")).unwrap();
+        // An absolute target is re-rooted, never the host's.
+        std::os::unix::fs::symlink(
+            "/lib/systemd/system/k3s.service",
+            r.root().join("etc/systemd/system/k3s.service"),
+        )
+        .unwrap();
+        assert_eq!(
+            r.canonical("/etc/systemd/system/k3s.service").as_deref(),
+            Some("/usr/lib/systemd/system/k3s.service")
+        );
+        assert_eq!(
+            r.canonical("/etc/systemd/../systemd/./system//k3s.service")
+                .as_deref(),
+            Some("/usr/lib/systemd/system/k3s.service")
+        );
+        assert_eq!(r.canonical("/").as_deref(), Some("/"));
+        assert_eq!(r.canonical("/lib/systemd/absent.service"), None);
+        std::os::unix::fs::symlink("/b", r.root().join("a")).unwrap();
+        std::os::unix::fs::symlink("/a", r.root().join("b")).unwrap();
+        assert_eq!(r.canonical("/a"), None);
+    }
+
+    #[test]
+    fn host_paths_are_spelt_one_way() {
+        for (given, want) in [
+            (
+                "/etc/rancher/k3s/config.yaml",
+                "/etc/rancher/k3s/config.yaml",
+            ),
+            ("/etc//rancher/./k3s/", "/etc/rancher/k3s"),
+            ("/etc/rancher/.", "/etc/rancher"),
+            ("/", "/"),
+            ("//", "/"),
+            ("/.", "/"),
+            ("etc/x", "/etc/x"),
+        ] {
+            assert_eq!(normalize_host_path(given), want, "{given}");
+        }
     }
 
     #[test]

@@ -109,7 +109,7 @@ fn sweep(fixture_name: &str) -> usize {
         // process that is gone.
         write(
             r,
-            "/etc/rancher/k3s/.sightline-tmp.4194305-0123456789ab.audit-policy.yaml",
+            "/etc/rancher/k3s/.sightline-tmp.4194305-0123456789ab.audit-policy.yaml.tmp",
             "half",
         );
         let next = run(r, None, None);

@@ -80,6 +80,9 @@ pub struct Outcome {
     /// When it finished: the time the metrics report, whenever they are
     /// written.
     pub finished_at: SystemTime,
+    /// The state as the converge left it, so publishing need not read
+    /// state.json again; `None` when the converge never loaded it.
+    pub state: Option<State>,
 }
 
 impl Outcome {
@@ -144,11 +147,13 @@ pub async fn lock(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<Lock> {
 /// Takes the shared lock, converges, and publishes status and metrics.
 pub async fn converge_once(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Outcome {
     let start = Instant::now();
-    let result = run(ctx, cfg, mode).await;
+    let mut state = None;
+    let result = run(ctx, cfg, mode, &mut state).await;
     let outcome = Outcome {
         result,
         duration: start.elapsed(),
         finished_at: SystemTime::now(),
+        state,
     };
     // A person sees a refusal on the terminal, and bad input writes
     // nothing; the daemon has only its status to say it.
@@ -159,7 +164,12 @@ pub async fn converge_once(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Outcome
     outcome
 }
 
-async fn run(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<ConvergeReport, ConvergeError> {
+async fn run(
+    ctx: &Ctx,
+    cfg: &LoadedConfig,
+    mode: Mode,
+    state_out: &mut Option<State>,
+) -> Result<ConvergeReport, ConvergeError> {
     // What the machine is and what it should get, before the lock: bad
     // input (an invalid custom policy, say) is refused without touching
     // anything, the lock file included.
@@ -174,10 +184,15 @@ async fn run(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode) -> Result<ConvergeReport
     crate::bundle::Bundle::check(&ctx.root, &cfg.config, &marker)
         .context("the bundle is refused; nothing on the host was changed")
         .map_err(ConvergeError::Failed)?;
-    converge_locked(ctx, cfg, mode, &facts, &desired)
+    converge_locked(ctx, cfg, mode, &facts, &desired, state_out)
         .await
         .map_err(ConvergeError::Failed)
 }
+
+/// Whether this daemon process has swept for temp files yet. Writers
+/// outside the converge lock (the notifier's queue) can only have left one
+/// behind if an earlier daemon was killed, so its successor sweeps once.
+static DAEMON_SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 async fn converge_locked(
     ctx: &Ctx,
@@ -185,8 +200,11 @@ async fn converge_locked(
     mode: Mode,
     facts: &crate::facts::Facts,
     desired: &DesiredState,
+    state_out: &mut Option<State>,
 ) -> Result<ConvergeReport> {
-    let _lock = lock(ctx, cfg, mode).await?;
+    let lock = lock(ctx, cfg, mode).await?;
+    let first_daemon_pass =
+        mode == Mode::Daemon && !DAEMON_SWEPT.swap(true, std::sync::atomic::Ordering::Relaxed);
     let mut state = State::load(&ctx.root, &cfg.config)?;
     let (no_restart, redecide, explicit) = match mode {
         Mode::Daemon => (false, false, false),
@@ -203,9 +221,10 @@ async fn converge_locked(
         no_restart,
         explicit,
         redecide,
+        no_dead_writer: !lock.previous_holder_died() && !first_daemon_pass,
         ..Default::default()
     };
-    converge_to(
+    let report = converge_to(
         &ctx.root,
         cfg,
         facts,
@@ -214,7 +233,9 @@ async fn converge_locked(
         opts,
         desired,
     )
-    .await
+    .await;
+    *state_out = Some(state);
+    report
 }
 
 #[cfg(test)]

@@ -56,7 +56,7 @@ pub fn publish(ctx: &Ctx, cfg: &LoadedConfig, mode: Mode, o: &Outcome) {
         Err(e) => st.errors = vec![e.to_string()],
     }
     st.updated_at = at;
-    write(ctx, cfg, &st, o.finished_at);
+    write(ctx, cfg, &st, o.finished_at, o.state.as_ref());
 }
 
 /// Records the cluster pass in the status file and the metrics.
@@ -68,7 +68,7 @@ pub fn publish_cluster(ctx: &Ctx, cfg: &LoadedConfig, outcome: &ClusterOutcome) 
         st.cluster_view = Some(v.clone());
     }
     let converged_at = last_converge_time(&st);
-    write(ctx, cfg, &st, converged_at);
+    write(ctx, cfg, &st, converged_at, None);
 }
 
 /// Records an error that did not come from a converge (e.g. a bad reload).
@@ -81,11 +81,26 @@ pub fn record_error(ctx: &Ctx, cfg: &LoadedConfig, error: &str) {
     }
 }
 
-fn write(ctx: &Ctx, cfg: &LoadedConfig, st: &Status, converged_at: SystemTime) {
+/// Writes the status file and the metrics; `state` is the converge's own
+/// copy when it has one (else state.json is read).
+fn write(
+    ctx: &Ctx,
+    cfg: &LoadedConfig,
+    st: &Status,
+    converged_at: SystemTime,
+    state: Option<&State>,
+) {
     let result = (|| -> Result<()> {
         st.write(&ctx.root, &cfg.config)?;
-        let state = State::load(&ctx.root, &cfg.config).unwrap_or_default();
-        let text = metrics::render(&state, st, converged_at, metrics::own_rss());
+        let loaded;
+        let state = match state {
+            Some(s) => s,
+            None => {
+                loaded = State::load(&ctx.root, &cfg.config).unwrap_or_default();
+                &loaded
+            }
+        };
+        let text = metrics::render(state, st, converged_at, metrics::own_rss());
         crate::throttle::write(&ctx.root, &cfg.config.daemon.metrics_file, &text)
             .context("writing sightline's metrics")
     })();

@@ -32,6 +32,10 @@ pub struct ConvergeOptions {
     pub explicit: bool,
     /// Measure memory and decide the tier again.
     pub redecide: bool,
+    /// The lock showed that every earlier writer released it: no temp
+    /// file of a killed write can be lying around, so the directory scans
+    /// that look for them are skipped.
+    pub no_dead_writer: bool,
 }
 
 /// How an effect ended.
@@ -167,16 +171,21 @@ pub async fn converge_to<O: Ops>(
     } else {
         let settled = intent::recover(root, c, state)?;
         let restarted = recover(live, root, c, state).await?;
-        for t in intent::clean_temp_files(
-            root,
-            c,
-            state,
-            desired
-                .files
-                .iter()
-                .filter_map(|f| intent::parent(&f.path))
-                .chain(desired.dirs.iter().map(|d| d.path.clone())),
-        ) {
+        let swept = if opts.no_dead_writer {
+            Vec::new()
+        } else {
+            intent::clean_temp_files(
+                root,
+                c,
+                state,
+                desired
+                    .files
+                    .iter()
+                    .filter_map(|f| intent::parent(&f.path))
+                    .chain(desired.dirs.iter().map(|d| d.path.clone())),
+            )
+        };
+        for t in swept {
             info!(path = %t.display(), "removed a temp file an interrupted write left");
         }
         let started = match live {

@@ -229,7 +229,7 @@ pub fn detect(root: &Sysroot, bus: Option<&[UnitInfo]>) -> K3s {
     let env = chosen.map(|c| environment(root, c)).unwrap_or_default();
     let (file, source) = k3s_config::locate(&env, &argv);
     let config = k3s_config::files(root, file, source);
-    let mut values = config.values_of(root, &["data-dir", "d", "disable"]);
+    let mut values = config.values_of(&["data-dir", "d", "disable"]);
     let mut take = |k: &str| values.remove(k).unwrap_or_default();
     let (long, short, disable) = (take("data-dir"), take("d"), take("disable"));
     let data_dir = last_value(long, &argv, "data-dir")

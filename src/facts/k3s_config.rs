@@ -62,6 +62,10 @@ pub struct K3sConfigFiles {
     pub dropins: Vec<String>,
     /// Files k3s would refuse, naming file and fix.
     pub problems: Vec<String>,
+    /// Each readable file's mapping, in k3s's order: parsed once while
+    /// checking the files, so asking for values reads nothing again.
+    #[serde(skip)]
+    parsed: Vec<(String, serde_yaml_ng::Mapping)>,
 }
 
 impl Default for K3sConfigFiles {
@@ -73,6 +77,7 @@ impl Default for K3sConfigFiles {
             dropin_dir: format!("{DEFAULT_CONFIG}.d"),
             dropins: Vec::new(),
             problems: Vec::new(),
+            parsed: Vec::new(),
         }
     }
 }
@@ -139,11 +144,14 @@ pub fn files(root: &Sysroot, file: String, source: ConfigSource) -> K3sConfigFil
     let exists = root.path(&file).is_file();
     let dropins = dotd_files(root, &dropin_dir);
     let mut problems = Vec::new();
+    let mut parsed = Vec::new();
     for f in std::iter::once(&file).filter(|_| exists).chain(&dropins) {
-        if let Err(e) = read_yaml(root, f) {
-            problems.push(format!(
+        match read_yaml(root, f) {
+            Ok(Some(map)) => parsed.push((f.clone(), map)),
+            Ok(None) => {}
+            Err(e) => problems.push(format!(
                 "{f}: {e}; k3s will not start until this file is valid YAML"
-            ));
+            )),
         }
     }
     K3sConfigFiles {
@@ -153,6 +161,7 @@ pub fn files(root: &Sysroot, file: String, source: ConfigSource) -> K3sConfigFil
         dropin_dir,
         dropins,
         problems,
+        parsed,
     }
 }
 
@@ -217,23 +226,18 @@ impl K3sConfigFiles {
     /// The merged values of `key` (`readConfigFile`): a plain key replaces
     /// everything before it, `key+` appends; a list gives one value per
     /// item, a scalar one value.
-    pub fn values(&self, root: &Sysroot, key: &str) -> Vec<ConfigValue> {
-        self.values_of(root, &[key]).remove(key).unwrap_or_default()
+    ///
+    /// The files are those read by [`files`]; a file that was not valid
+    /// YAML then contributes nothing (it is listed in `problems`).
+    pub fn values(&self, key: &str) -> Vec<ConfigValue> {
+        self.values_of(&[key]).remove(key).unwrap_or_default()
     }
 
-    /// [`Self::values`] for several keys, reading and parsing each file
-    /// once.
-    pub fn values_of(
-        &self,
-        root: &Sysroot,
-        keys: &[&str],
-    ) -> std::collections::BTreeMap<String, Vec<ConfigValue>> {
+    /// [`Self::values`] for several keys in one pass.
+    pub fn values_of(&self, keys: &[&str]) -> std::collections::BTreeMap<String, Vec<ConfigValue>> {
         let mut out: std::collections::BTreeMap<String, Vec<ConfigValue>> =
             keys.iter().map(|k| (k.to_string(), Vec::new())).collect();
-        for file in self.all() {
-            let Ok(Some(map)) = read_yaml(root, file) else {
-                continue;
-            };
+        for (file, map) in &self.parsed {
             for (k, v) in map {
                 let Some(k) = k.as_str() else { continue };
                 let (name, append) = match k.strip_suffix('+') {
@@ -246,9 +250,9 @@ impl K3sConfigFiles {
                 if !append {
                     values.clear();
                 }
-                values.extend(scalars(&v).into_iter().map(|value| ConfigValue {
+                values.extend(scalars(v).into_iter().map(|value| ConfigValue {
                     value,
-                    file: file.to_string(),
+                    file: file.clone(),
                 }));
             }
         }
@@ -368,15 +372,11 @@ mod tests {
             f.describe(),
             "/opt/k3s/config.yaml (k3s's default); 3 drop-in(s) in /opt/k3s/config.yaml.d"
         );
-        let v: Vec<String> = f
-            .values(&root, "disable")
-            .into_iter()
-            .map(|v| v.value)
-            .collect();
+        let v: Vec<String> = f.values("disable").into_iter().map(|v| v.value).collect();
         assert_eq!(v, vec!["traefik", "sightline", "servicelb"]);
         std::fs::write(dir.join("40-d.yaml"), "disable: [only]\n").unwrap();
         let f = files(&root, "/opt/k3s/config.yaml".into(), ConfigSource::Default);
-        let v = f.values(&root, "disable");
+        let v = f.values("disable");
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].file, "/opt/k3s/config.yaml.d/40-d.yaml");
     }

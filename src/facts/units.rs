@@ -2,8 +2,8 @@
 //! bus (a `--root` fixture, an image): the full search path, drop-ins, wants
 //! symlinks, and symlinks resolved inside the root rather than on the host.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::path::{Component, Path};
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use crate::sysroot::Sysroot;
 
@@ -28,10 +28,6 @@ pub const SEARCH_PATH: [&str; 13] = [
     "/run/systemd/generator.late",
 ];
 
-/// Symlinks deeper than this are treated as a loop, as the kernel does
-/// (`MAXSYMLINKS` is 40).
-const MAX_HOPS: usize = 40;
-
 /// A unit file as systemd would load it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnitFile {
@@ -49,44 +45,7 @@ pub struct UnitFile {
 /// targets are taken relative to the root, never the host). `None` when a
 /// component is missing or the links loop.
 pub fn resolve(root: &Sysroot, host_path: &str) -> Option<String> {
-    let mut pending: VecDeque<String> = parts(Path::new(host_path));
-    let mut done: Vec<String> = Vec::new();
-    let mut hops = 0;
-    while let Some(part) = pending.pop_front() {
-        if part == ".." {
-            done.pop();
-            continue;
-        }
-        done.push(part);
-        let host = format!("/{}", done.join("/"));
-        let meta = std::fs::symlink_metadata(root.path(&host)).ok()?;
-        if !meta.file_type().is_symlink() {
-            continue;
-        }
-        hops += 1;
-        if hops > MAX_HOPS {
-            return None;
-        }
-        let target = std::fs::read_link(root.path(&host)).ok()?;
-        done.pop();
-        if target.is_absolute() {
-            done.clear();
-        }
-        let mut next = parts(&target);
-        next.extend(pending);
-        pending = next;
-    }
-    Some(format!("/{}", done.join("/")))
-}
-
-fn parts(p: &Path) -> VecDeque<String> {
-    p.components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
-            Component::ParentDir => Some("..".into()),
-            _ => None,
-        })
-        .collect()
+    root.canonical(host_path)
 }
 
 /// True when the host path is a link to `/dev/null`: a masked unit.

@@ -145,7 +145,7 @@ pub fn newer(a: &str, b: &str) -> bool {
 /// `pkg/agent/config/config.go`, `getHostnameAndIPs`). A `--node-name` on
 /// k3s's command line is not followed.
 pub fn node_name(root: &Sysroot, facts: &Facts) -> String {
-    if let Some(v) = facts.k3s.config.values(root, "node-name").pop() {
+    if let Some(v) = facts.k3s.config.values("node-name").pop() {
         return v.value.to_lowercase();
     }
     for p in ["/etc/hostname", "/proc/sys/kernel/hostname"] {

@@ -242,7 +242,8 @@ pub fn is_system_dir(p: &str) -> bool {
 /// True when `p` is `dir` or lies under it.
 fn within(p: &str, dir: &str) -> bool {
     let p = normalize(p);
-    p == dir || p.starts_with(&format!("{dir}/"))
+    p.strip_prefix(dir)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Uninstall removes the state directory, so it must be sightline's alone.
