@@ -38,7 +38,9 @@ pub struct Sysroot {
     /// otherwise cost a `lstat` per component per path, several hundred per
     /// converge. Only plain directories are remembered; a link is looked at
     /// every time.
-    plain_dirs: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
+    /// Kept as bytes, not `PathBuf`: hashing a `Path` parses it into
+    /// components, which cost more than the lookup saves.
+    plain_dirs: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<OsString>>>,
 }
 
 impl PartialEq for Sysroot {
@@ -104,8 +106,11 @@ impl Sysroot {
     }
 
     fn resolve_with(&self, host_path: &Path, follow_last: bool) -> PathBuf {
+        if self.is_host() {
+            return normalize(&Path::new("/").join(host_path));
+        }
         match self.walk(host_path, follow_last, false) {
-            Ok(parts) => self.join(&parts),
+            Ok(real) => real,
             // A loop, or a link that cannot be read. Returning the path as
             // it stands would let the kernel follow an absolute link out of
             // the root; a NUL byte makes every filesystem call on it fail.
@@ -124,32 +129,26 @@ impl Sysroot {
                 .ok()
                 .map(|p| p.to_string_lossy().into_owned());
         }
-        let parts = self.walk(host_path, true, true).ok()?;
-        let mut out = String::with_capacity(host_path.as_os_str().len());
-        for p in &parts {
-            out.push('/');
-            out.push_str(&p.to_string_lossy());
-        }
-        if out.is_empty() {
-            out.push('/');
-        }
-        Some(out)
+        let real = self.walk(host_path, true, true).ok()?;
+        let rel = real.strip_prefix(&self.root).ok()?;
+        Some(format!("/{}", rel.to_string_lossy()))
     }
 
     /// Walks `host_path` component by component inside the root, following
     /// links (the last one only when `follow_last`), the way
-    /// `openat2(RESOLVE_IN_ROOT)` does. A missing component is taken as is,
-    /// unless `existing`, when it ends the walk. `Err` on a loop, or on a
-    /// missing component when `existing`.
-    fn walk(
-        &self,
-        host_path: &Path,
-        follow_last: bool,
-        existing: bool,
-    ) -> Result<Vec<OsString>, ()> {
+    /// `openat2(RESOLVE_IN_ROOT)` does, and returns the real path. A
+    /// missing component is taken as is, unless `existing`. `Err` on a
+    /// loop, or on a missing component when `existing`.
+    fn walk(&self, host_path: &Path, follow_last: bool, existing: bool) -> Result<PathBuf, ()> {
+        if let Some(real) = self.walk_known(host_path, follow_last, existing) {
+            return Ok(real);
+        }
         let mut pending: VecDeque<Component<'_>> = host_path.components().collect();
         let mut pending_owned: VecDeque<OsString> = VecDeque::new();
-        let mut cur: Vec<OsString> = Vec::new();
+        // The real path so far, and how many components it has below the
+        // root (`..` stops at the root).
+        let mut real = self.root.clone();
+        let mut depth = 0usize;
         let mut links = 0u32;
         loop {
             let part = match pending_owned.pop_front() {
@@ -162,18 +161,21 @@ impl Sysroot {
                 },
             };
             if part == ".." {
-                cur.pop();
+                if depth > 0 {
+                    real.pop();
+                    depth -= 1;
+                }
                 continue;
             }
             if part == "." || part.is_empty() {
                 continue;
             }
-            cur.push(part);
+            real.push(&part);
+            depth += 1;
             let last = pending_owned.is_empty() && pending.is_empty();
-            if self.is_host() || (last && !follow_last) {
+            if last && !follow_last {
                 continue;
             }
-            let real = self.join(&cur);
             if !last && self.known_plain(&real) {
                 continue;
             }
@@ -184,7 +186,7 @@ impl Sysroot {
             };
             if !meta.file_type().is_symlink() {
                 if meta.is_dir() {
-                    self.remember_plain(real);
+                    self.remember_plain(&real);
                 }
                 continue;
             }
@@ -197,9 +199,11 @@ impl Sysroot {
             if links > MAX_SYMLINKS {
                 return Err(());
             }
-            cur.pop();
+            real.pop();
+            depth -= 1;
             if target.is_absolute() {
-                cur.clear();
+                real = self.root.clone();
+                depth = 0;
             }
             let mut expanded: VecDeque<OsString> = target
                 .components()
@@ -212,23 +216,55 @@ impl Sysroot {
             expanded.extend(pending_owned.drain(..));
             pending_owned = expanded;
         }
-        Ok(cur)
+        Ok(real)
+    }
+
+    /// The walk's shortcut for a plainly spelt path whose directory is
+    /// already known to be a real directory: every directory the walk marks
+    /// plain was reached through real directories only, so the path maps
+    /// to itself under the root and only its last component is looked at
+    /// (when it is followed). `None` when the full walk is needed.
+    fn walk_known(&self, host_path: &Path, follow_last: bool, existing: bool) -> Option<PathBuf> {
+        let text = host_path.as_os_str().as_encoded_bytes();
+        let plain = text.first() == Some(&b'/')
+            && text.last() != Some(&b'/')
+            && !text.windows(2).any(|w| w == b"//")
+            && !text.split(|b| *b == b'/').any(|c| c == b"." || c == b"..");
+        if !plain {
+            return None;
+        }
+        let parent = host_path.parent()?;
+        let mut real = self.root.clone();
+        real.push(parent.strip_prefix("/").ok()?);
+        if parent != Path::new("/") && !self.known_plain(&real) {
+            return None;
+        }
+        real.push(host_path.file_name()?);
+        if follow_last {
+            match std::fs::symlink_metadata(&real) {
+                Ok(m) if m.file_type().is_symlink() => return None,
+                Ok(m) => {
+                    if m.is_dir() {
+                        self.remember_plain(&real);
+                    }
+                }
+                Err(_) if existing => return None,
+                Err(_) => {}
+            }
+        }
+        Some(real)
     }
 
     fn known_plain(&self, real: &Path) -> bool {
-        self.plain_dirs.lock().is_ok_and(|set| set.contains(real))
+        self.plain_dirs
+            .lock()
+            .is_ok_and(|set| set.contains(real.as_os_str()))
     }
 
-    fn remember_plain(&self, real: PathBuf) {
+    fn remember_plain(&self, real: &Path) {
         if let Ok(mut set) = self.plain_dirs.lock() {
-            set.insert(real);
+            set.insert(real.as_os_str().to_os_string());
         }
-    }
-
-    fn join(&self, parts: &[OsString]) -> PathBuf {
-        let mut out = self.root.clone();
-        out.extend(parts);
-        out
     }
 
     /// Maps a real path back to its host path, if it lies under the root.

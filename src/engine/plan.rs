@@ -1,5 +1,6 @@
 //! What `apply` would change, computed without touching anything.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 
 use anyhow::{Context, Result};
@@ -182,15 +183,17 @@ pub fn plan(root: &Sysroot, cfg: &Config, desired: &DesiredState, state: &State)
         ..Plan::default()
     };
     plan_dirs(root, desired, state, &mut p)?;
-    let mut effects = plan_files(root, desired, state, &mut p)?;
-    effects.extend(plan_removals(cfg, desired, state, &mut p));
-    let audit_files: Vec<(String, String)> = desired
+    // Each audit file is hashed once, for the audit digest and for the
+    // adopt check alike: hashing is most of a no-op plan's own work.
+    let audit_files: BTreeMap<&str, String> = desired
         .files
         .iter()
         .filter(|f| f.component == Component::Audit)
-        .map(|f| (f.path.clone(), sha256_hex(&f.content)))
+        .map(|f| (f.path.as_str(), sha256_hex(&f.content)))
         .collect();
-    p.audit_digest = digest_of(audit_files.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+    let mut effects = plan_files(root, desired, state, &audit_files, &mut p)?;
+    effects.extend(plan_removals(cfg, desired, state, &mut p));
+    p.audit_digest = digest_of(audit_files.iter().map(|(a, b)| (*a, b.as_str())));
     plan_effects(root, cfg, desired, state, effects, &mut p);
     Ok(p)
 }
@@ -241,6 +244,7 @@ fn plan_files(
     root: &Sysroot,
     desired: &DesiredState,
     state: &State,
+    known_digests: &BTreeMap<&str, String>,
     p: &mut Plan,
 ) -> Result<Vec<Effect>> {
     let mut effects = Vec::new();
@@ -277,8 +281,13 @@ fn plan_files(
                 None,
             ),
             Some(_)
-                if managed
-                    .is_none_or(|m| m.sha256 != sha256_hex(&f.content) || m.mode != f.mode) =>
+                if managed.is_none_or(|m| {
+                    m.mode != f.mode
+                        || match known_digests.get(f.path.as_str()) {
+                            Some(d) => m.sha256 != *d,
+                            None => m.sha256 != sha256_hex(&f.content),
+                        }
+                }) =>
             {
                 (ChangeKind::Adopt, None)
             }
