@@ -165,3 +165,48 @@ async fn silent_pipeline_becomes_one_event_then_resolves() {
         );
     }
 }
+
+/// README's "When the cluster cannot tell you" shows the dead man's switch
+/// as sent on each tier: those examples are exactly what the monitor and
+/// the message renderer produce from the stand-in's answers.
+#[tokio::test]
+async fn the_readme_examples_are_what_each_tier_sends() {
+    let readme = std::fs::read_to_string(common::repo().join("README.md")).unwrap();
+    let shown = |m: &sightline::notify::message::Message| {
+        let block = format!("```\n{}\n{}```", m.title, m.body);
+        assert!(readme.contains(&block), "README lacks:\n{block}");
+    };
+    // 2026-12-01 03:12:05 UTC, the examples' time.
+    let t0 = 1_796_094_725;
+    for (tier, svc, _) in TIERS {
+        let d = tempfile::tempdir().unwrap();
+        let fake = KubeFake::start(d.path());
+        let api = api(d.path(), &fake.url);
+        let healthy = cluster(tier, StageState::Healthy);
+        let mut m = Monitor::new(
+            Thresholds {
+                k3s_down: 180,
+                pipeline_silent: 15 * 60,
+                repeat: 12 * 3600,
+            },
+            Some(MonitorState::default()),
+        );
+        fake.with(|s| s.alertmanager.insert(svc.into(), vec![]));
+        let mut sent = Vec::new();
+        for minute in [0u64, 5, 10, 15, 20, 25, 30] {
+            if minute == 30 {
+                fake.with(|s| s.alertmanager.insert(svc.into(), vec!["Watchdog".into()]));
+            }
+            let o = Observation {
+                pipeline: Some(pipeline(&api, Some(&healthy)).await),
+                ..Default::default()
+            };
+            sent.extend(m.observe(&o, t0 + minute * 60));
+        }
+        let [firing, resolved] = sent.as_slice() else {
+            panic!("{tier}: {sent:?}");
+        };
+        shown(&sightline::notify::message::render("pi4-a", firing));
+        shown(&sightline::notify::message::render("pi4-a", resolved));
+    }
+}
