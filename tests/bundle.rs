@@ -444,23 +444,56 @@ fn alert_rules_pass_promtool_check_and_unit_tests() {
     assert!(log.contains("SUCCESS"), "{log}");
 }
 
-fn am_config(root: &Path) -> String {
+/// The rendered secrets stage's documents, by Secret name.
+fn generated_secrets(root: &Path, args: &[&str]) -> BTreeMap<String, BTreeMap<String, String>> {
+    use base64::Engine;
     let out = tempfile::tempdir().unwrap();
-    ok(root, &["render", "--out", out.path().to_str().unwrap()]);
+    let mut a = vec!["render", "--out", out.path().to_str().unwrap()];
+    a.extend_from_slice(args);
+    ok(root, &a);
+    let mut secrets = BTreeMap::new();
     for d in docs(&out.path().join("sightline-15-secrets.yaml")) {
-        if d["metadata"]["name"].as_str() == Some("sightline-alertmanager") {
-            use base64::Engine;
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(d["data"]["alertmanager.yaml"].as_str().unwrap())
-                .unwrap();
-            return String::from_utf8(raw).unwrap();
+        if d["kind"].as_str() != Some("Secret") {
+            continue;
         }
+        let mut data = BTreeMap::new();
+        for (k, v) in d["data"].as_mapping().into_iter().flatten() {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap();
+            data.insert(
+                k.as_str().unwrap().to_string(),
+                String::from_utf8(raw).unwrap(),
+            );
+        }
+        secrets.insert(d["metadata"]["name"].as_str().unwrap().to_string(), data);
     }
-    panic!("no Alertmanager config rendered");
+    secrets
 }
 
-fn amtool_route(cfg: &Path, labels: &[&str]) -> String {
-    let out = Command::new("amtool")
+fn am_config(root: &Path) -> String {
+    generated_secrets(root, &[])["sightline-alertmanager"]["alertmanager.yaml"].clone()
+}
+
+/// amtool from Debian trixie (0.28.1), unpacked by scripts/test-deps.
+/// bookworm's 0.25 predates `webhook_url_file` on discord_configs (0.27),
+/// which the light tier's configuration uses; the charts ship Alertmanager
+/// 0.34.0 (full) and 0.32.1 (light), so 0.28 is the closer check anyway.
+fn amtool() -> Option<PathBuf> {
+    let cache = std::env::var_os("SIGHTLINE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|c| PathBuf::from(c).join("sightline")))
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sightline"));
+    let bin = cache.join("alertmanager-trixie/root/usr/bin/amtool");
+    available(
+        bin.is_file(),
+        "amtool 0.28 is not set up (scripts/test-deps unpacks it)",
+    )
+    .then_some(bin)
+}
+
+fn amtool_route(amtool: &Path, cfg: &Path, labels: &[&str]) -> String {
+    let out = Command::new(amtool)
         .args(["config", "routes", "test", "--config.file"])
         .arg(cfg)
         .args(labels)
@@ -474,11 +507,31 @@ fn amtool_route(cfg: &Path, labels: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Writes `text` to a temporary file and runs `amtool check-config` on it.
+fn amtool_check(amtool: &Path, text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("alertmanager.yaml");
+    std::fs::write(&f, text).unwrap();
+    let (okay, log) = run(Command::new(amtool).args(["check-config"]).arg(&f));
+    assert!(okay, "{log}\n{text}");
+    (dir, f)
+}
+
+/// A secret file as an administrator leaves it: 0600.
+fn write_secret(root: &Path, host: &str, content: &str) {
+    write(root, host, content);
+    std::fs::set_permissions(
+        root.join(host.trim_start_matches('/')),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+}
+
 #[test]
 fn alertmanager_routes_critical_everywhere_and_groups_warnings() {
-    if !tool("amtool") {
+    let Some(amtool) = amtool() else {
         return;
-    }
+    };
     let cases: [(&str, &str); 3] = [
         ("", "default"),
         (
@@ -493,28 +546,46 @@ fn alertmanager_routes_critical_everywhere_and_groups_warnings() {
     for (config, receivers) in cases {
         let root = fixture("pi4");
         write(root.path(), "/etc/sightline/config.toml", config);
-        write(root.path(), "/etc/sightline/smtp-password", "s3cret-smtp\n");
+        write_secret(root.path(), "/etc/sightline/smtp-password", "s3cret-smtp\n");
         let text = am_config(root.path());
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("alertmanager.yaml");
-        std::fs::write(&f, &text).unwrap();
-        let (okay, log) = run(Command::new("amtool").args(["check-config"]).arg(&f));
-        assert!(okay, "{config}\n{log}\n{text}");
+        let (_dir, f) = amtool_check(&amtool, &text);
         assert_eq!(
-            amtool_route(&f, &["severity=critical", "alertname=NodeHighMemory"]),
+            amtool_route(
+                &amtool,
+                &f,
+                &["severity=critical", "alertname=NodeHighMemory"]
+            ),
             receivers,
             "critical goes to every receiver"
         );
         assert_eq!(
-            amtool_route(&f, &["severity=warning", "alertname=NodeHighCPU"]),
+            amtool_route(&amtool, &f, &["severity=warning", "alertname=NodeHighCPU"]),
             receivers
         );
-        assert_eq!(
-            amtool_route(&f, &["alertname=Watchdog", "severity=none"]),
-            "default",
-            "the heartbeat never pages"
-        );
+        // kube-prometheus-stack's default route for its heartbeat, and
+        // sightline's light-tier rule has the same labels.
+        for labels in [
+            ["alertname=Watchdog", "severity=none"],
+            ["alertname=Watchdog", "severity=critical"],
+        ] {
+            assert_eq!(
+                amtool_route(&amtool, &f, &labels),
+                "null",
+                "the heartbeat never pages"
+            );
+        }
         let v: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let null = v["receivers"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"].as_str() == Some("null"))
+            .expect("a null receiver");
+        assert_eq!(
+            null.as_mapping().unwrap().len(),
+            1,
+            "null has no integration: {null:?}"
+        );
         let warn = v["route"]["routes"]
             .as_sequence()
             .unwrap()
@@ -542,12 +613,194 @@ fn alertmanager_routes_critical_everywhere_and_groups_warnings() {
             "node down suppresses pod alerts on that node"
         );
         if config.contains("smtp_auth_password_file") {
-            assert!(
-                text.contains("s3cret-smtp"),
-                "the password file's content lands in the Secret"
+            assert!(!text.contains("s3cret-smtp"), "{text}");
+            assert_eq!(
+                v["global"]["smtp_auth_password_file"].as_str(),
+                Some("/etc/vm/secrets/sightline-alertmanager-files/smtp-auth-password")
             );
         }
     }
+}
+
+/// Every `*_file` key of `[alerting]` reaches the in-cluster Alertmanager as
+/// a file in the Secret its pod mounts, where the tier's operator lets the
+/// configuration name it; `amtool check-config` accepts both tiers'
+/// configurations.
+#[test]
+fn alertmanager_reads_credentials_from_the_mounted_secret() {
+    let Some(amtool) = amtool() else {
+        return;
+    };
+    let config = "[alerting]\nntfy_url = \"https://ntfy.example.org/alerts\"\nntfy_token_file = \"/etc/sightline/ntfy-token\"\ndiscord_webhook_url_file = \"/etc/sightline/discord-url\"\nemail_to = \"me@example.org\"\nsmtp_smarthost = \"192.0.2.25:587\"\nsmtp_from = \"k3s@example.org\"\nsmtp_auth_username = \"k3s\"\nsmtp_auth_password_file = \"/etc/sightline/smtp-password\"\n";
+    let url = "https://discord.com/api/webhooks/42/t0ken-in-the-url";
+    // (tier, fixture, args, mount directory, the Discord URL in a file)
+    let tiers = [
+        (
+            "light",
+            "pi4",
+            vec![],
+            "/etc/vm/secrets/sightline-alertmanager-files",
+            true,
+        ),
+        (
+            "full",
+            "pi4-8gb",
+            vec!["--tier", "full"],
+            "/etc/alertmanager/secrets/sightline-alertmanager-files",
+            false,
+        ),
+    ];
+    for (tier, fx, args, dir, discord_file) in tiers {
+        let root = match fx {
+            "pi4-8gb" => {
+                let r = fixture("pi4");
+                write(
+                    r.path(),
+                    "/proc/meminfo",
+                    "MemTotal:        7998000 kB\nMemFree:         5000000 kB\nMemAvailable:    7100000 kB\n",
+                );
+                r
+            }
+            other => fixture(other),
+        };
+        write(root.path(), "/etc/sightline/config.toml", config);
+        write_secret(root.path(), "/etc/sightline/ntfy-token", "tk_ntfy\n");
+        write_secret(
+            root.path(),
+            "/etc/sightline/discord-url",
+            &format!("{url}\n"),
+        );
+        write_secret(root.path(), "/etc/sightline/smtp-password", "s3cret-smtp\n");
+        let secrets = generated_secrets(root.path(), &args);
+        let text = &secrets["sightline-alertmanager"]["alertmanager.yaml"];
+        let (_d, f) = amtool_check(&amtool, text);
+        assert_eq!(
+            amtool_route(&amtool, &f, &["severity=critical", "alertname=X"]),
+            "ntfy,discord,email",
+            "{tier}"
+        );
+        let v: Value = serde_yaml_ng::from_str(text).unwrap();
+        let receiver = |name: &str| -> Value {
+            v["receivers"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"].as_str() == Some(name))
+                .cloned()
+                .unwrap_or_else(|| panic!("{tier}: no receiver {name}"))
+        };
+        let files = &secrets["sightline-alertmanager-files"];
+        assert_eq!(
+            v["global"]["smtp_auth_password_file"].as_str(),
+            Some(format!("{dir}/smtp-auth-password").as_str()),
+            "{tier}"
+        );
+        assert_eq!(files["smtp-auth-password"], "s3cret-smtp");
+        assert_eq!(
+            receiver("ntfy")["webhook_configs"][0]["http_config"]["authorization"]
+                ["credentials_file"]
+                .as_str(),
+            Some(format!("{dir}/ntfy-token").as_str()),
+            "{tier}"
+        );
+        assert_eq!(files["ntfy-token"], "tk_ntfy");
+        let discord = &receiver("discord")["discord_configs"][0];
+        if discord_file {
+            assert_eq!(
+                discord["webhook_url_file"].as_str(),
+                Some(format!("{dir}/discord-webhook-url").as_str())
+            );
+            assert_eq!(files["discord-webhook-url"], url);
+        } else {
+            // prometheus-operator rejects webhook_url_file: the URL stays
+            // in the configuration Secret.
+            assert_eq!(discord["webhook_url"].as_str(), Some(url), "{tier}");
+            assert!(!files.contains_key("discord-webhook-url"), "{files:?}");
+        }
+        for secret in ["s3cret-smtp", "tk_ntfy"] {
+            assert!(!text.contains(secret), "{tier}: {secret} inline:\n{text}");
+        }
+        assert_eq!(text.contains("t0ken-in-the-url"), !discord_file, "{tier}");
+    }
+
+    // No credential at all: the Secret the pods mount still exists, empty.
+    let root = fixture("pi4");
+    let secrets = generated_secrets(root.path(), &[]);
+    assert_eq!(secrets["sightline-alertmanager-files"], BTreeMap::new());
+}
+
+/// Both charts mount the credentials Secret where the configuration looks.
+#[test]
+fn both_charts_mount_the_alertmanager_files_secret() {
+    for (fx, args, stage, path) in [
+        (
+            "pi4",
+            vec![],
+            "sightline-40-victoria-metrics.yaml",
+            ["alertmanager", "spec", "secrets"],
+        ),
+        (
+            "pi4-8gb",
+            vec!["--tier", "full"],
+            "sightline-40-kube-prometheus-stack.yaml",
+            ["alertmanager", "alertmanagerSpec", "secrets"],
+        ),
+    ] {
+        let (_r, out) = render(fx, "", &args);
+        let chart = docs(&out.path().join(stage))
+            .into_iter()
+            .find(|d| d["kind"].as_str() == Some("HelmChart"))
+            .unwrap();
+        let values: Value =
+            serde_yaml_ng::from_str(chart["spec"]["valuesContent"].as_str().unwrap()).unwrap();
+        let mut v = &values;
+        for k in path {
+            v = &v[k];
+        }
+        assert_eq!(
+            v.as_sequence()
+                .map(|s| s.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>()),
+            Some(vec!["sightline-alertmanager-files"]),
+            "{stage}"
+        );
+    }
+}
+
+/// A secret file that every user can read is refused for the cluster too,
+/// naming the key and the fix.
+#[test]
+fn a_world_readable_secret_file_is_refused_for_the_cluster() {
+    let root = fixture("pi4");
+    write(
+        root.path(),
+        "/etc/sightline/config.toml",
+        "[alerting]\ndiscord_webhook_url_file = \"/etc/sightline/discord-url\"\n",
+    );
+    write(
+        root.path(),
+        "/etc/sightline/discord-url",
+        "https://discord.com/api/webhooks/1/x\n",
+    );
+    std::fs::set_permissions(
+        root.path().join("etc/sightline/discord-url"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let o = sightline(
+        root.path(),
+        &["render", "--out", out.path().to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("alerting.discord_webhook_url_file") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("webhooks/1/x"),
+        "the URL is never printed: {err}"
+    );
 }
 
 #[test]

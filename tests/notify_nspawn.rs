@@ -100,7 +100,7 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
         with open("/var/lib/rec/requests.jsonl", "a") as f:
-            f.write(json.dumps({"path": self.path, "title": self.headers.get("Title"), "body": body}) + "\n")
+            f.write(json.dumps({"path": self.path, "title": self.headers.get("Title"), "auth": self.headers.get("Authorization"), "body": body}) + "\n")
         code = 500 if self.path == "/fail" else 200
         self.send_response(code)
         self.send_header("Content-Length", "0")
@@ -111,7 +111,17 @@ http.server.HTTPServer(("127.0.0.1", 8099), H).serve_forever()
 "#;
 
 fn daemon_container() -> Option<Container> {
-    let p = prepared("notify-daemon")?;
+    daemon_container_with("notify-daemon", "", |_| {})
+}
+
+/// The daemon container, with `extra` appended to `[alerting]` and `setup`
+/// run on the root before it boots.
+fn daemon_container_with(
+    hint: &str,
+    extra: &str,
+    setup: impl FnOnce(&Prepared),
+) -> Option<Container> {
+    let p = prepared(hint)?;
     let repo = common::repo();
     p.install_file(
         repo.join("units/sightline.service"),
@@ -131,9 +141,10 @@ fn daemon_container() -> Option<Container> {
     );
     p.write_file(
         "/etc/sightline/config.toml",
-        "[k3s]\nready_timeout_seconds = 30\n[alerting]\nntfy_url = \"http://127.0.0.1:8099/topic\"\ndiscord_webhook_url_file = \"/etc/sightline/discord-url\"\n[notify]\nk3s_down_minutes = 1\npoll_seconds = 2\n",
+        format!("[k3s]\nready_timeout_seconds = 30\n[alerting]\nntfy_url = \"http://127.0.0.1:8099/topic\"\ndiscord_webhook_url_file = \"/etc/sightline/discord-url\"\n{extra}[notify]\nk3s_down_minutes = 1\npoll_seconds = 2\n"),
         0o600,
     );
+    setup(&p);
     let c = p.boot().unwrap_or_else(|s| panic!("{s}"));
     c.sh_ok("mkdir -p /var/lib/rec && systemd-run --unit=rec python3 /usr/local/bin/rec.py");
     c.sh_ok("systemctl start sightline");
@@ -257,18 +268,10 @@ fn the_daemon_reports_k3s_down_by_failure_and_resolved_but_not_a_stop_on_purpose
     });
 }
 
-#[test]
-fn an_unclean_restart_is_reported_once_on_start() {
-    let Some(c) = daemon_container() else { return };
-    // A clean stop writes the marker for this boot.
-    c.sh_ok("systemctl stop sightline");
-    // (It holds the boot ID the service sees; under nspawn that can differ
-    // from what a shell in the container reads, so only its presence is
-    // checked. What counts is that the daemon reads it the same way.)
-    let marker = c.read_file("/var/lib/sightline/notify/clean-stop").unwrap();
-    assert_eq!(marker.trim().len(), 36, "{marker:?}");
-    // Simulate a previous boot that ended without a clean stop: the state
-    // says the daemon ran in another boot, and no marker names that boot.
+/// Makes the daemon's next start find a previous boot that ended without a
+/// clean stop: the state says the daemon ran in another boot, and no marker
+/// names that boot. The daemon must be stopped.
+fn forget_the_clean_stop(c: &Container) {
     let events = c
         .read_file("/var/lib/sightline/notify/events.json")
         .unwrap();
@@ -279,6 +282,91 @@ fn an_unclean_restart_is_reported_once_on_start() {
         serde_json::to_string(&v).unwrap(),
         0o600,
     );
+}
+
+/// The unit's commented `LoadCredential=` examples, enabled the way its
+/// comment says (a drop-in): `systemd-analyze verify` stays silent, the
+/// service starts, and the daemon sends with the token from
+/// `$CREDENTIALS_DIRECTORY`, since the configured file does not exist.
+#[test]
+fn the_units_load_credential_examples_reach_the_daemon() {
+    let unit = std::fs::read_to_string(common::repo().join("units/sightline.service")).unwrap();
+    let names: Vec<String> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("#LoadCredential="))
+        .map(|l| l.split(':').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["smtp-password", "ntfy-token", "discord-webhook-url"],
+        "the examples name the files config.toml suggests"
+    );
+    // Sources other than the configured paths, so only the credential can
+    // have delivered the token.
+    let dropin: String = std::iter::once("[Service]\n".to_string())
+        .chain(
+            names
+                .iter()
+                .map(|n| format!("LoadCredential={n}:/root/creds/{n}\n")),
+        )
+        .collect();
+    let Some(c) = daemon_container_with(
+        "notify-creds",
+        "ntfy_token_file = \"/etc/sightline/ntfy-token\"\n",
+        |p| {
+            for n in &names {
+                p.write_file(&format!("/root/creds/{n}"), format!("tk_cred_{n}\n"), 0o600);
+            }
+            p.write_file(
+                "/etc/systemd/system/sightline.service.d/credentials.conf",
+                &dropin,
+                0o644,
+            );
+        },
+    ) else {
+        return;
+    };
+    assert!(c.read_file("/etc/sightline/ntfy-token").is_none());
+    let verify = c.exec(&[
+        "systemd-analyze",
+        "verify",
+        "--man=no",
+        "/usr/lib/systemd/system/sightline.service",
+    ]);
+    assert!(
+        verify.status.success() && verify.stdout.is_empty() && verify.stderr.is_empty(),
+        "systemd-analyze verify must print nothing:\n{}",
+        show(&verify)
+    );
+    c.sh_ok("systemctl stop sightline");
+    forget_the_clean_stop(&c);
+    c.sh_ok("systemctl start sightline");
+    wait_until("unclean restart sent", Duration::from_secs(30), || {
+        !ntfy_titles(&c, "unclean restart").is_empty()
+    });
+    let sent: Vec<serde_json::Value> = posts(&c)
+        .into_iter()
+        .filter(|p| p["path"] == "/topic")
+        .collect();
+    assert!(
+        sent.iter()
+            .all(|p| p["auth"] == "Bearer tk_cred_ntfy-token"),
+        "{sent:?}"
+    );
+}
+
+#[test]
+fn an_unclean_restart_is_reported_once_on_start() {
+    let Some(c) = daemon_container() else { return };
+    // A clean stop writes the marker for this boot.
+    c.sh_ok("systemctl stop sightline");
+    // (It holds the boot ID the service sees; under nspawn that can differ
+    // from what a shell in the container reads, so only its presence is
+    // checked. What counts is that the daemon reads it the same way.)
+    let marker = c.read_file("/var/lib/sightline/notify/clean-stop").unwrap();
+    assert_eq!(marker.trim().len(), 36, "{marker:?}");
+    // Simulate a previous boot that ended without a clean stop.
+    forget_the_clean_stop(&c);
     c.sh_ok("systemctl start sightline");
     wait_until("unclean restart sent", Duration::from_secs(30), || {
         !ntfy_titles(&c, "unclean restart").is_empty()

@@ -50,6 +50,37 @@ fn every_shipped_query_parses_with_the_upstream_grammars() {
     assert!(promql > 60 && logql > 8, "{promql} PromQL, {logql} LogQL");
 }
 
+/// The dead man's switch needs an always-firing `Watchdog` on both tiers:
+/// on the light tier sightline ships it (and the grammar above parses it),
+/// on the full tier kube-prometheus-stack's default rules fire it, so
+/// sightline's own rules must not add a second one there.
+#[test]
+fn only_the_light_tier_ships_the_watchdog_rule_and_it_parses() {
+    for r in stack::renders() {
+        let (qs, _) = stack::queries(&r);
+        let watchdog: Vec<&Query> = qs
+            .iter()
+            .filter(|q| q.origin.ends_with(" rule Watchdog"))
+            .collect();
+        let light = r.label.starts_with("pi4");
+        if light {
+            assert_eq!(watchdog.len(), 1, "{}: {watchdog:?}", r.label);
+            let q = watchdog[0];
+            assert!(
+                q.origin.contains("sightline-90-watchdog-alert.yaml"),
+                "{}",
+                q.origin
+            );
+            assert_eq!(q.expr.trim(), "vector(1)");
+            let parsed = stack::parse(&[(Lang::PromQl, q.expr.clone())]);
+            assert!(parsed[0].errors.is_empty(), "{:?}", parsed[0]);
+            assert!(parsed[0].metrics.is_empty(), "vector(1) reads no series");
+        } else {
+            assert!(watchdog.is_empty(), "{}: {watchdog:?}", r.label);
+        }
+    }
+}
+
 #[test]
 fn the_parsers_reject_what_they_should() {
     let parsed = stack::parse(&[

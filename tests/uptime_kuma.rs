@@ -217,6 +217,12 @@ fn notification_channels_follow_alerting_and_attach_to_every_monitor() {
         "[alerting]\nntfy_url = \"https://ntfy.example.org/homelab\"\ndiscord_webhook_url = \"https://discord.com/api/webhooks/1/abc\"\nemail_to = \"me@example.org\"\nsmtp_smarthost = \"mail.example.org:465\"\nsmtp_from = \"k3s@example.org\"\nsmtp_auth_username = \"k3s\"\nsmtp_auth_password_file = \"/etc/sightline/smtp-password\"\n",
     );
     common::write(root.path(), "/etc/sightline/smtp-password", "s3cret\n");
+    // As an administrator leaves a secret file: others may not read it.
+    std::fs::set_permissions(
+        root.path().join("etc/sightline/smtp-password"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let r = stack::render_root(root.path(), "pi4 + alerting");
     let e = entities(&r);
     assert_eq!(

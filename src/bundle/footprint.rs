@@ -308,6 +308,8 @@ pub fn for_tier(
         grafana_admin_password: String::new(),
         uptime_kuma_admin_password: String::new(),
         smtp_password: None,
+        discord_webhook_url: None,
+        ntfy_token: None,
     };
     let inputs = super::StageInputs {
         cfg: &cfg.config,

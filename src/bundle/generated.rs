@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::alertmanager;
 use super::secrets::Secrets;
 use crate::config::Config;
+use crate::decide::Tier;
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
@@ -17,8 +18,8 @@ fn labels() -> Value {
     json!({ "app.kubernetes.io/managed-by": "sightline" })
 }
 
-/// Generates one named document.
-pub fn generate(name: &str, cfg: &Config, secrets: &Secrets) -> Result<Value> {
+/// Generates one named document for `tier`.
+pub fn generate(name: &str, cfg: &Config, secrets: &Secrets, tier: Tier) -> Result<Value> {
     Ok(match name {
         "grafana-admin" => json!({
             "apiVersion": "v1",
@@ -36,11 +37,24 @@ pub fn generate(name: &str, cfg: &Config, secrets: &Secrets) -> Result<Value> {
             "metadata": { "name": "sightline-alertmanager", "namespace": "monitoring", "labels": labels() },
             "type": "Opaque",
             "data": {
-                "alertmanager.yaml": b64(&alertmanager::yaml(&cfg.alerting, secrets.smtp_password.as_deref()))
+                "alertmanager.yaml": b64(&alertmanager::yaml(&cfg.alerting, secrets, tier))
             }
         }),
+        // Mounted into the Alertmanager pod by both charts' values
+        // (`secrets: [sightline-alertmanager-files]`), so it must exist
+        // even when it holds nothing.
+        "alertmanager-files" => json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": { "name": alertmanager::FILES_SECRET, "namespace": "monitoring", "labels": labels() },
+            "type": "Opaque",
+            "data": alertmanager::files(secrets, tier)
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), json!(b64(&v))))
+                .collect::<serde_json::Map<String, Value>>()
+        }),
         "grafana-netpol" => grafana_netpol(cfg),
-        "alertmanager-netpol" => alertmanager_netpol(cfg),
+        "alertmanager-netpol" => alertmanager_netpol(cfg, secrets),
         other => bail!("unknown generated document {other:?}"),
     })
 }
@@ -92,10 +106,13 @@ fn endpoint(host: &str, port: u16) -> Value {
 }
 
 /// Alertmanager: egress to DNS and to the configured notification endpoints only.
-fn alertmanager_netpol(cfg: &Config) -> Value {
+fn alertmanager_netpol(cfg: &Config, secrets: &Secrets) -> Value {
     let a = &cfg.alerting;
     let mut egress = vec![dns_egress()];
-    for u in [&a.ntfy_url, &a.discord_webhook_url].into_iter().flatten() {
+    for u in [&a.ntfy_url, &secrets.discord_webhook_url]
+        .into_iter()
+        .flatten()
+    {
         if let Ok(url) = reqwest::Url::parse(u)
             && let (Some(h), Some(p)) = (url.host_str(), url.port_or_known_default())
         {

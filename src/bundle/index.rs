@@ -86,9 +86,10 @@ pub struct Index {
 /// Conditions a stage may require.
 pub const CONDITIONS: [&str; 4] = ["tetragon", "falco", "gpu", "netpol"];
 /// Generated documents sightline knows how to make.
-pub const GENERATORS: [&str; 6] = [
+pub const GENERATORS: [&str; 7] = [
     "grafana-admin",
     "alertmanager-config",
+    "alertmanager-files",
     "grafana-netpol",
     "alertmanager-netpol",
     "uptime-kuma-admin",

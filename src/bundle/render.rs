@@ -139,7 +139,7 @@ fn render_stage(
     for g in &stage.generated {
         let v = match super::uptime_kuma::generate(g, bundle, inputs) {
             Some(v) => v?,
-            None => generated::generate(g, inputs.cfg, inputs.secrets)?,
+            None => generated::generate(g, inputs.cfg, inputs.secrets, inputs.tier)?,
         };
         docs.push(serde_json::to_string_pretty(&v)?);
     }
@@ -170,6 +170,7 @@ fn render_stage(
                 g.as_str(),
                 "grafana-admin"
                     | "alertmanager-config"
+                    | "alertmanager-files"
                     | "uptime-kuma-admin"
                     | "uptime-kuma-monitors"
             )

@@ -20,6 +20,10 @@ pub struct Secrets {
     pub uptime_kuma_admin_password: String,
     /// The SMTP password, when configured.
     pub smtp_password: Option<String>,
+    /// The Discord webhook URL, inline or from its file, when configured.
+    pub discord_webhook_url: Option<String>,
+    /// The ntfy access token, when configured.
+    pub ntfy_token: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -76,20 +80,37 @@ fn stored_password(root: &Sysroot, path: &str, persist: bool) -> Result<(String,
 pub fn load(root: &Sysroot, cfg: &Config, persist: bool) -> Result<(Secrets, bool)> {
     let (password, ephemeral) = stored_password(root, &grafana_password_path(cfg), persist)?;
     let (kuma, kuma_ephemeral) = stored_password(root, &uptime_kuma_password_path(cfg), persist)?;
-    let smtp_password = match &cfg.alerting.smtp_auth_password_file {
-        Some(f) => Some(
-            root.read_to_string(f)?
-                .with_context(|| format!("alerting.smtp_auth_password_file {f} does not exist"))?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-        ),
-        None => None,
+    let a = &cfg.alerting;
+    // The same reader as the daemon's own notifications: a systemd
+    // credential named like the file wins, and a file others can read is
+    // refused, naming it and the fix.
+    let file = |key: &str, path: &Option<String>| -> Result<Option<String>> {
+        path.as_deref()
+            .map(|p| {
+                crate::notify::secrets::read_file(root, key, p).map(|s| s.expose().to_string())
+            })
+            .transpose()
+            .map_err(anyhow::Error::from)
+    };
+    let smtp_password = file(
+        "alerting.smtp_auth_password_file",
+        &a.smtp_auth_password_file,
+    )?;
+    let ntfy_token = file("alerting.ntfy_token_file", &a.ntfy_token_file)?;
+    let discord_webhook_url = match &a.discord_webhook_url {
+        Some(u) => Some(u.clone()),
+        None => file(
+            "alerting.discord_webhook_url_file",
+            &a.discord_webhook_url_file,
+        )?,
     };
     Ok((
         Secrets {
             grafana_admin_password: password,
             uptime_kuma_admin_password: kuma,
             smtp_password,
+            discord_webhook_url,
+            ntfy_token,
         },
         ephemeral || kuma_ephemeral,
     ))
@@ -172,7 +193,9 @@ mod tests {
                 Secrets {
                     grafana_admin_password: a.clone(),
                     uptime_kuma_admin_password: b.clone(),
-                    smtp_password: None
+                    smtp_password: None,
+                    discord_webhook_url: None,
+                    ntfy_token: None,
                 }
             )
             .find(&a)

@@ -20,6 +20,7 @@ use serde_json::{Map, Value, json};
 
 use super::Bundle;
 use super::render::StageInputs;
+use super::secrets::Secrets;
 use crate::config::AlertingConfig;
 use crate::decide::{RuntimeSecurity, Tier};
 
@@ -83,10 +84,7 @@ pub fn entity_files(bundle: &Bundle, inputs: &StageInputs<'_>) -> Result<Vec<(St
     if file.schema != 1 {
         bail!("{MONITORS}: schema {} is not supported", file.schema);
     }
-    let notifications = notifications(
-        &inputs.cfg.alerting,
-        inputs.secrets.smtp_password.as_deref(),
-    );
+    let notifications = notifications(&inputs.cfg.alerting, inputs.secrets);
     let names: Vec<&str> = notifications.iter().map(|(id, _)| id.as_str()).collect();
     let mut out: Vec<(String, Value)> = notifications.clone();
     for m in file.monitor {
@@ -127,7 +125,7 @@ fn monitors(bundle: &Bundle, inputs: &StageInputs<'_>) -> Result<Value> {
 /// Notification providers from `[alerting]`, as AutoKuma `notification`
 /// entities. Field names are Uptime Kuma's own
 /// (server/notification-providers/{ntfy,discord,smtp}.js).
-fn notifications(a: &AlertingConfig, smtp_password: Option<&str>) -> Vec<(String, Value)> {
+fn notifications(a: &AlertingConfig, secrets: &Secrets) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     if let Some(u) = &a.ntfy_url
         && let Ok(url) = reqwest::Url::parse(u)
@@ -141,7 +139,7 @@ fn notifications(a: &AlertingConfig, smtp_password: Option<&str>) -> Vec<(String
                     "config": { "type": "ntfy", "ntfyserverurl": server, "ntfytopic": topic, "ntfyPriority": 5 } }),
         ));
     }
-    if let Some(w) = &a.discord_webhook_url {
+    if let Some(w) = &secrets.discord_webhook_url {
         out.push((
             "discord".to_string(),
             json!({ "type": "notification", "name": "Discord (sightline)", "active": true,
@@ -161,7 +159,7 @@ fn notifications(a: &AlertingConfig, smtp_password: Option<&str>) -> Vec<(String
         });
         if let Some(user) = &a.smtp_auth_username {
             config["smtpUsername"] = json!(user);
-            config["smtpPassword"] = json!(smtp_password.unwrap_or_default());
+            config["smtpPassword"] = json!(secrets.smtp_password.as_deref().unwrap_or_default());
         }
         out.push((
             "email".to_string(),

@@ -29,6 +29,8 @@ pub struct AlertmanagerService {
     pub port: u16,
     /// Whether the tier's rules include the always-firing `Watchdog` alert.
     pub has_watchdog_rule: bool,
+    /// What evaluates the rules and sends alerts to it.
+    pub evaluator: &'static str,
 }
 
 /// The full tier's Alertmanager. kube-prometheus-stack's default rules
@@ -38,17 +40,19 @@ pub const FULL_ALERTMANAGER: AlertmanagerService = AlertmanagerService {
     name: "kps-alertmanager",
     port: 9093,
     has_watchdog_rule: true,
+    evaluator: "Prometheus",
 };
 
 /// The light tier's VMAlertmanager. Its chart's default rules are off
-/// (files/bundle/values/victoria-metrics-k8s-stack.yaml) and sightline's own
-/// rules have no `Watchdog`, so there is no heartbeat to watch: the check is
-/// not applicable until such a rule ships (a test keeps this in step).
+/// (files/bundle/values/victoria-metrics-k8s-stack.yaml), so sightline ships
+/// the `Watchdog` rule itself (stage `watchdog-alert`,
+/// files/bundle/manifests/watchdog-alert.yaml).
 pub const LIGHT_ALERTMANAGER: AlertmanagerService = AlertmanagerService {
     namespace: "monitoring",
     name: "vmalertmanager-vmks",
     port: 9093,
-    has_watchdog_rule: false,
+    has_watchdog_rule: true,
+    evaluator: "vmalert",
 };
 
 impl AlertmanagerService {
@@ -139,8 +143,8 @@ pub async fn pipeline(api: &K3sApi, cluster: Option<&ClusterView>) -> PipelineHe
             PipelineHealth::Seen
         }
         Ok(_) => PipelineHealth::Missing(format!(
-            "{}/{} lists no Watchdog alert, so Prometheus is not sending alerts to it",
-            am.namespace, am.name
+            "{}/{} lists no Watchdog alert, so {} is not sending alerts to it",
+            am.namespace, am.name, am.evaluator
         )),
         Err(ApiError::Unreachable { detail, .. }) => {
             PipelineHealth::NotApplicable(format!("the k3s API does not answer: {detail}"))
@@ -284,16 +288,45 @@ mod tests {
         }
     }
 
-    /// The light tier has no Watchdog alert today; when a bundle change
-    /// adds one, this fails so that the check gets switched on.
+    /// Each tier's flag follows what its bundle ships: when a bundle change
+    /// drops a tier's heartbeat, this fails so that the check is switched
+    /// off rather than reporting a dead pipeline forever.
     #[test]
     fn watchdog_rule_flags_match_the_bundle() {
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let read = |p: &str| std::fs::read_to_string(repo.join(p)).unwrap();
-        let own_rules = read("files/bundle/manifests/alert-rules.yaml");
+        let index: toml::Table = toml::from_str(&read("files/bundle/index.toml")).unwrap();
+        let light_has_rule = index["stage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                s["tiers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| t.as_str() == Some("light"))
+            })
+            .flat_map(|s| s.get("manifests").and_then(|m| m.as_array()).cloned())
+            .flatten()
+            .any(|m| {
+                let text = read(&format!("files/bundle/{}", m.as_str().unwrap()));
+                serde_yaml_ng::Deserializer::from_str(&text).any(|d| {
+                    let d: serde_json::Value = serde::Deserialize::deserialize(d).unwrap();
+                    d["spec"]["groups"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|g| {
+                            g["rules"].as_array().into_iter().flatten().any(|r| {
+                                r["alert"] == "Watchdog"
+                                    && r["expr"].as_str().map(str::trim) == Some("vector(1)")
+                            })
+                        })
+                })
+            });
         let vm = read("files/bundle/values/victoria-metrics-k8s-stack.yaml");
-        let light_has = own_rules.contains("alert: Watchdog")
-            || !vm.contains("defaultRules:\n  enabled: false");
+        let light_has = light_has_rule || !vm.contains("defaultRules:\n  enabled: false");
         assert_eq!(LIGHT_ALERTMANAGER.has_watchdog_rule, light_has);
         let kps = read("files/bundle/values/kube-prometheus-stack.yaml");
         assert!(kps.contains("fullnameOverride: kps"));

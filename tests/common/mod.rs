@@ -167,7 +167,7 @@ pub fn available(found: bool, why: &str) -> bool {
 
 /// The stage files of a 4 GB Pi 4 (light tier, Falco, kube-router's
 /// NetworkPolicies), in order.
-pub const LIGHT_PI4_STAGES: [&str; 13] = [
+pub const LIGHT_PI4_STAGES: [&str; 14] = [
     "sightline-10-namespaces.yaml",
     "sightline-12-netpol-light.yaml",
     "sightline-15-secrets.yaml",
@@ -179,6 +179,7 @@ pub const LIGHT_PI4_STAGES: [&str; 13] = [
     "sightline-60-trivy-operator.yaml",
     "sightline-80-kube-bench.yaml",
     "sightline-90-alert-rules.yaml",
+    "sightline-90-watchdog-alert.yaml",
     "sightline-91-loki-rules.yaml",
     "sightline-95-uptime-kuma.yaml",
 ];
