@@ -535,9 +535,19 @@ fn a_single_server_holds_the_lease_and_at_rest_writes_only_its_renewal() {
             .collect()
     });
     let writes: Vec<&String> = reqs.iter().filter(|r| !r.starts_with('/')).collect();
-    assert_eq!(
-        writes,
-        vec!["PUT /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/sightline"],
+    // A slow machine's rollout may outlast a third of the Lease: the
+    // renewals during it are renewals too.
+    assert!(
+        !writes.is_empty()
+            && writes.iter().all(|w| *w
+                == "PUT /apis/coordination.k8s.io/v1/namespaces/kube-system/leases/sightline"),
+        "{reqs:#?}"
+    );
+    // The Lease is renewed from the copy kept on tmpfs, without reading it.
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.ends_with("/leases/sightline") && r.starts_with('/')),
         "{reqs:#?}"
     );
     eprintln!("coordination requests of a single server at rest: {reqs:#?}");

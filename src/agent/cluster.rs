@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::coordination::{self, ClusterRole, ClusterView, Coordinated};
+use super::coordination::{self, ClusterRole, ClusterView, Coordinated, Memory};
 use super::status::StageStatus;
 use crate::bundle::{Bundle, RenderedStage, StageInputs, render_stages};
 use crate::config::{Config, LoadedConfig};
@@ -205,17 +205,19 @@ async fn wait_ready(api: &crate::k3s::K3sApi, timing: &Timing, wait: bool) -> Re
 }
 
 /// Rolls the stages out (or says why not). On a server, the Lease decides
-/// who rolls out: see [`super::coordination`].
+/// who rolls out: see [`super::coordination`]. `memory` carries the Lease
+/// and what was read with it from one pass to the next.
 pub async fn run_cluster(
     ctx: &super::Ctx,
     cfg: &LoadedConfig,
     progress: Progress,
     wait_for_api: bool,
+    memory: &Memory,
 ) -> Result<ClusterOutcome> {
     let root = &ctx.root;
     let (facts, cfg) = super::observe(ctx, cfg).await;
     let cfg = &cfg;
-    let me = coordination::node_name(root, &facts);
+    let me = coordination::node_name(&facts);
     if let Some(reason) = not_applicable(&facts) {
         let view = (facts.k3s.role == K3sRole::Agent)
             .then(|| Box::new(ClusterView::bare(&me, ClusterRole::Agent, None)));
@@ -233,36 +235,38 @@ pub async fn run_cluster(
         Err(e) => Err(e.clone()),
     };
     let (api, mut holding) = match (api, ready) {
-        (Ok(api), Ok(())) => match coordination::coordinate(&api, root, cfg, &facts).await {
-            Ok(Coordinated::Holder(h)) => (api, *h),
-            Ok(Coordinated::Done(view)) => {
-                let reason = match (&view.role, &view.lease) {
-                    (ClusterRole::Skewed, _) => {
-                        view.detail.clone().unwrap_or_else(|| "version skew".into())
-                    }
-                    (_, Some(l)) => format!(
-                        "{} holds the Lease kube-system/sightline and runs the rollout; {}",
-                        l.holder,
-                        match (view.files_match, &view.detail) {
-                            (_, Some(d)) => d.clone(),
-                            (Some(true), None) => "this server's stage files match it".into(),
-                            _ => "this server's stage files do not match it".into(),
+        (Ok(api), Ok(())) => {
+            match coordination::coordinate(&api, root, cfg, &facts, memory).await {
+                Ok(Coordinated::Holder(h)) => (api, *h),
+                Ok(Coordinated::Done(view)) => {
+                    let reason = match (&view.role, &view.lease) {
+                        (ClusterRole::Skewed, _) => {
+                            view.detail.clone().unwrap_or_else(|| "version skew".into())
                         }
-                    ),
-                    (_, None) => view.detail.clone().unwrap_or_default(),
-                };
-                return Ok(ClusterOutcome::Skipped {
-                    reason,
-                    view: Some(Box::new(view)),
-                });
-            }
-            Err(e) => match e.downcast_ref::<crate::k3s::ApiError>() {
-                Some(crate::k3s::ApiError::Unreachable { .. }) => {
-                    return unreachable(format!("{e:#}"), waiting);
+                        (_, Some(l)) => format!(
+                            "{} holds the Lease kube-system/sightline and runs the rollout; {}",
+                            l.holder,
+                            match (view.files_match, &view.detail) {
+                                (_, Some(d)) => d.clone(),
+                                (Some(true), None) => "this server's stage files match it".into(),
+                                _ => "this server's stage files do not match it".into(),
+                            }
+                        ),
+                        (_, None) => view.detail.clone().unwrap_or_default(),
+                    };
+                    return Ok(ClusterOutcome::Skipped {
+                        reason,
+                        view: Some(Box::new(view)),
+                    });
                 }
-                _ => return Err(e.context("coordinating with the other k3s servers")),
-            },
-        },
+                Err(e) => match e.downcast_ref::<crate::k3s::ApiError>() {
+                    Some(crate::k3s::ApiError::Unreachable { .. }) => {
+                        return unreachable(format!("{e:#}"), waiting);
+                    }
+                    _ => return Err(e.context("coordinating with the other k3s servers")),
+                },
+            }
+        }
         (_, Err(reason)) | (Err(reason), _) => return unreachable(reason, waiting),
     };
     let stages = std::mem::take(&mut holding.stages);
@@ -293,10 +297,9 @@ pub async fn run_cluster(
         wait_for_api,
         skipped_by_k3s,
     };
-    let duration = coordination::lease_duration(&cfg.config);
     let report = tokio::select! {
         r = r.run() => r?,
-        lost = coordination::keep_renewing(&api, &me, duration) => {
+        lost = coordination::keep_renewing(&api, root, &cfg.config, &me, memory) => {
             tracing::warn!(reason = %lost, "stopped the rollout: this server no longer holds the Lease");
             let mut view = holding.view.clone();
             view.role = ClusterRole::Follower;
@@ -305,6 +308,7 @@ pub async fn run_cluster(
         }
     };
     if let Err(e) = coordination::publish_files(&api, root, &cfg.config, &mut holding).await {
+        memory.forget(root, &cfg.config);
         tracing::warn!(error = %format!("{e:#}"), "could not record the stage files in the cluster ConfigMap");
     }
     Ok(ClusterOutcome::Rollout(LedRollout {

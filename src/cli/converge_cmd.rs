@@ -89,7 +89,8 @@ pub fn apply(ctx: &Ctx, json: bool, args: ApplyArgs) -> Result<u8> {
         out::outln!("\ncluster:");
         Progress::for_stdout()
     };
-    let cluster = rt.block_on(agent::run_cluster(ctx, &cfg, progress, true))?;
+    let memory = agent::coordination::Memory::on_tmpfs();
+    let cluster = rt.block_on(agent::run_cluster(ctx, &cfg, progress, true, &memory))?;
     agent::publish_cluster(ctx, &cfg, &cluster);
     if json {
         super::print_json(&serde_json::json!({ "host": report, "cluster": cluster }))?;

@@ -107,19 +107,10 @@ pub fn render(node: &str, n: &Notice) -> Message {
     }
 }
 
-/// The node's name: the kernel's hostname under the sysroot, else
-/// `/etc/hostname`.
+/// The node's name as k3s spells it, so a message names the Node that
+/// `kubectl get nodes` shows.
 pub fn node_name(root: &crate::sysroot::Sysroot) -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|p| {
-            root.read_to_string(p)
-                .ok()
-                .flatten()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| "unknown-node".into())
+    crate::facts::k3s_node_name(root).name
 }
 
 #[cfg(test)]
