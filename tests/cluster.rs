@@ -845,3 +845,82 @@ fn the_daemon_renews_with_one_put_while_it_reads_the_nodes_and_falls_back_on_a_c
         Some(1)
     );
 }
+
+/// Sets `tier = ...` at the top of a server's config.
+fn set_tier(root: &Path, tier: &str) {
+    let cfg = read(root, "/etc/sightline/config.toml");
+    let cfg = cfg
+        .lines()
+        .filter(|l| !l.starts_with("tier ="))
+        .collect::<Vec<_>>()
+        .join("\n");
+    write(
+        root,
+        "/etc/sightline/config.toml",
+        &format!("tier = \"{tier}\"\n{cfg}\n"),
+    );
+}
+
+#[test]
+fn a_promoted_follower_prunes_the_stages_the_old_holder_recorded() {
+    let lease_s = 2;
+    let (roots, fake) = cluster(&[("srv-a", false), ("srv-b", false)], lease_s);
+    for r in &roots {
+        set_tier(r.path(), "full");
+        write(
+            r.path(),
+            "/proc/meminfo",
+            "MemTotal:        7998000 kB\nMemFree:         5000000 kB\nMemAvailable:    7100000 kB\n",
+        );
+    }
+    for r in &roots {
+        let (code, log) = apply(r.path());
+        assert_eq!(code, Some(0), "{log}");
+    }
+    assert_eq!(holder(&fake).as_deref(), Some("srv-a"));
+    let full = files(roots[1].path());
+    assert_eq!(full, files(roots[0].path()));
+    let recorded = record(&fake)["stages"].clone();
+    // srv-a is gone, disk and all; srv-b's operator moves to the light tier.
+    std::fs::remove_dir_all(roots[0].path().join(MANIFESTS)).unwrap();
+    set_tier(roots[1].path(), "light");
+    std::thread::sleep(Duration::from_millis(lease_s * 1000 + 300));
+    let (code, log) = apply(roots[1].path());
+    assert_eq!(code, Some(0), "{log}");
+    assert_eq!(holder(&fake).as_deref(), Some("srv-b"), "{log}");
+    assert!(log.contains("stage(s) healthy"), "{log}");
+    let light = files(roots[1].path());
+    let gone: Vec<&String> = full.keys().filter(|f| !light.contains_key(*f)).collect();
+    assert!(
+        !gone.is_empty(),
+        "the light tier has fewer stages: {light:?}"
+    );
+    let live = fake.live_objects();
+    let stages = recorded.as_object().expect("the record lists the stages");
+    let after = record(&fake)["stages"].clone();
+    // An object the light tier has too (a shared dashboard) stays.
+    let kept: Vec<&Value> = after
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|s| s["objects"].as_array().unwrap())
+        .collect();
+    let mut pruned = 0;
+    for (name, s) in stages {
+        if !gone.iter().any(|f| **f == s["file"]) {
+            continue;
+        }
+        pruned += 1;
+        for o in s["objects"].as_array().unwrap() {
+            if kept.contains(&o) {
+                continue;
+            }
+            assert!(
+                !live.contains(o.as_str().unwrap()),
+                "{name}: {o} still exists\n{log}"
+            );
+        }
+        assert!(after.get(name).is_none(), "{name} still recorded");
+    }
+    assert_eq!(pruned, gone.len(), "{recorded:#}");
+}
