@@ -924,3 +924,61 @@ fn a_promoted_follower_prunes_the_stages_the_old_holder_recorded() {
     }
     assert_eq!(pruned, gone.len(), "{recorded:#}");
 }
+
+#[test]
+fn plan_and_render_on_a_follower_show_the_cluster_decision_and_say_when_it_is_unavailable() {
+    let (roots, fake) = cluster(&[("srv-a", false), ("srv-b", false)], 30);
+    // srv-b alone would pick the full tier (8 GB, forced); the holder
+    // decides light for the cluster.
+    set_tier(roots[1].path(), "full");
+    write(
+        roots[1].path(),
+        "/proc/meminfo",
+        "MemTotal:        7998000 kB\nMemFree:         5000000 kB\nMemAvailable:    7100000 kB\n",
+    );
+    for r in &roots {
+        let (code, log) = apply(r.path());
+        assert_eq!(code, Some(0), "{log}");
+    }
+    assert_eq!(holder(&fake).as_deref(), Some("srv-a"));
+    let theirs = files(roots[0].path());
+    assert_eq!(files(roots[1].path()), theirs);
+    let plan: Value = serde_json::from_str(&ok(roots[1].path(), &["plan", "-o", "json"])).unwrap();
+    assert_eq!(plan["cluster_source"], json!("cluster"), "{plan:#}");
+    assert!(plan.get("cluster_unavailable").is_none(), "{plan:#}");
+    let stages = plan["cluster"].as_array().unwrap();
+    for s in stages {
+        assert_eq!(s["action"], json!("unchanged"), "{plan:#}");
+        assert!(theirs.contains_key(s["file"].as_str().unwrap()), "{s}");
+    }
+    assert_eq!(stages.len(), theirs.len(), "{plan:#}");
+    let text = ok(roots[1].path(), &["plan"]);
+    assert!(
+        text.contains("cluster decision: the one srv-a stored in ConfigMap kube-system/sightline-cluster (srv-a holds the Lease)"),
+        "{text}"
+    );
+    let render: Value =
+        serde_json::from_str(&ok(roots[1].path(), &["render", "-o", "json"])).unwrap();
+    assert_eq!(render["cluster_source"], json!("cluster"));
+    for s in render["stages"].as_array().unwrap() {
+        let file = s["file"].as_str().unwrap();
+        let sha = sightline::digest::sha256_hex(s["content"].as_str().unwrap().as_bytes());
+        assert_eq!(theirs.get(file).map(|(h, _)| h), Some(&sha), "{file}");
+    }
+    // Without the API: this machine's own decision (the full tier), and it
+    // says why.
+    fake.with(|s| s.down = true);
+    let plan: Value = serde_json::from_str(&ok(roots[1].path(), &["plan", "-o", "json"])).unwrap();
+    assert_eq!(plan["cluster_source"], json!("local"), "{plan:#}");
+    assert!(plan["cluster_unavailable"].is_string(), "{plan:#}");
+    assert!(
+        plan["cluster"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["file"] == json!("sightline-40-kube-prometheus-stack.yaml")),
+        "{plan:#}"
+    );
+    let text = ok(roots[1].path(), &["plan"]);
+    assert!(text.contains("cluster decision unavailable ("), "{text}");
+}

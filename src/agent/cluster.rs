@@ -89,6 +89,100 @@ pub fn desired_stages(
     Ok((render_stages(&bundle, &inputs)?, bundle, ephemeral))
 }
 
+/// Whose decision the review commands show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DecisionSource {
+    /// This machine's: not a k3s server, a forced tier, or this server holds
+    /// (or may take) the Lease and would decide now.
+    Local,
+    /// The one the Lease holder stored in the cluster ConfigMap.
+    Cluster {
+        /// Who holds the Lease.
+        holder: String,
+        /// Who wrote the decision.
+        decided_by: String,
+    },
+    /// The cluster's could not be used: this machine's, and why.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl DecisionSource {
+    /// `cluster_source` in `-o json`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DecisionSource::Cluster { .. } => "cluster",
+            DecisionSource::Local | DecisionSource::Unavailable { .. } => "local",
+        }
+    }
+
+    /// `cluster_unavailable` in `-o json`.
+    pub fn unavailable(&self) -> Option<&str> {
+        match self {
+            DecisionSource::Unavailable { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The line text output shows, if any.
+    pub fn line(&self) -> Option<String> {
+        match self {
+            DecisionSource::Local => None,
+            DecisionSource::Cluster { holder, decided_by } => Some(format!(
+                "cluster decision: the one {decided_by} stored in ConfigMap kube-system/{} ({holder} holds the Lease)",
+                crate::k3s::configmap::CLUSTER_CONFIGMAP
+            )),
+            DecisionSource::Unavailable { reason } => Some(format!(
+                "cluster decision unavailable ({reason}): showing this machine's own"
+            )),
+        }
+    }
+}
+
+/// The stages `plan` and `render` show: on a server that another holds the
+/// Lease against, those rendered from the cluster's decision (as `apply`
+/// places them); else this machine's. Writes nothing.
+pub async fn review_stages(
+    root: &Sysroot,
+    cfg: &LoadedConfig,
+    facts: &Facts,
+    tier: Option<Tier>,
+) -> Result<(Vec<RenderedStage>, Bundle, bool, DecisionSource)> {
+    let local = |source| -> Result<_> {
+        let (stages, bundle, ephemeral) = desired_stages(root, cfg, facts, tier, false)?;
+        Ok((stages, bundle, ephemeral, source))
+    };
+    if tier.is_some() || facts.k3s.role != K3sRole::Server {
+        return local(DecisionSource::Local);
+    }
+    match coordination::held_decision(root, cfg, facts).await {
+        Ok(Some((rec, holder))) => {
+            let (secrets, ephemeral) = crate::bundle::secrets::load(root, &cfg.config, false)?;
+            let (stages, bundle) = coordination::render_cluster_stages(
+                root,
+                &cfg.config,
+                facts,
+                &rec.decision,
+                &secrets,
+            )?;
+            Ok((
+                stages,
+                bundle,
+                ephemeral,
+                DecisionSource::Cluster {
+                    holder,
+                    decided_by: rec.decided_by,
+                },
+            ))
+        }
+        Ok(None) => local(DecisionSource::Local),
+        Err(reason) => local(DecisionSource::Unavailable { reason }),
+    }
+}
+
 /// Why the cluster layer does not apply to this machine, if it does not.
 pub fn not_applicable(facts: &Facts) -> Option<String> {
     match facts.k3s.role {

@@ -16,6 +16,7 @@ mod detect;
 mod follow;
 mod memory;
 mod record;
+mod review;
 mod secrets;
 
 use std::collections::BTreeMap;
@@ -39,6 +40,7 @@ pub use memory::Memory;
 pub(crate) use record::Read;
 use record::read_record;
 pub use record::{ClusterRecord, publish, publish_files, stage_files_on_disk};
+pub use review::held_decision;
 use secrets::cluster_secrets;
 
 /// This node's part in the cluster layer.
