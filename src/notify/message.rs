@@ -118,6 +118,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn messages_name_the_node_as_k3s_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |p: &str, text: &str| {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        put("etc/hostname", "raspberrypi\n");
+        put("etc/rancher/k3s/config.yaml", "node-name: Edge-1\n");
+        let root = crate::sysroot::Sysroot::new(dir.path());
+        assert_eq!(node_name(&root), "edge-1");
+    }
+
+    #[test]
     fn states_node_what_since_and_command() {
         let n = Notice {
             kind: EventKind::K3sDown,

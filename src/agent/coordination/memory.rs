@@ -68,13 +68,22 @@ impl Memory {
         Some(l)
     }
 
-    /// Remembers the Lease as the apiserver answered it.
-    pub(super) fn set_lease(&self, root: &Sysroot, cfg: &Config, lease: &Lease) {
+    /// Remembers the Lease as the apiserver answered it. On tmpfs only
+    /// while `me` holds it: a follower has no use for the copy, and
+    /// rewriting it at each of the holder's renewals would be a write for
+    /// nothing.
+    pub(super) fn set_lease(&self, root: &Sysroot, cfg: &Config, me: &str, lease: &Lease) {
         self.with(|m| m.lease = Some(lease.clone()));
         if !self.on_tmpfs {
             return;
         }
         let path = Self::lease_path(root, cfg);
+        if lease.spec.holder_identity.as_deref() != Some(me) {
+            if path.exists() {
+                let _ = crate::atomic::remove_file(&path);
+            }
+            return;
+        }
         let written = crate::atomic::create_dir_all(
             path.parent()
                 .expect("run_dir/cluster-lease.json has a parent"),

@@ -259,7 +259,7 @@ async fn coordinate_inner(
             secrets::fetch(api, root, &cfg.config, memory),
         );
         if let Some(elected) = renewed? {
-            memory.set_lease(root, &cfg.config, &elected.lease);
+            memory.set_lease(root, &cfg.config, &me, &elected.lease);
             let read = read?;
             if let Some(r) = &read
                 && newer(&r.version, mine)
@@ -297,7 +297,7 @@ async fn coordinate_inner(
     );
     if !may_hold {
         let elected = lease::settle(api, current, &me, duration).await?;
-        memory.set_lease(root, &cfg.config, &elected.lease);
+        memory.set_lease(root, &cfg.config, &me, &elected.lease);
         let mut view =
             follow::follow(api, root, cfg, facts, read.as_ref(), &bundle, memory).await?;
         view.lease = Some(elected.view);
@@ -309,7 +309,7 @@ async fn coordinate_inner(
         secrets::fetch(api, root, &cfg.config, memory),
     );
     let elected = elected?;
-    memory.set_lease(root, &cfg.config, &elected.lease);
+    memory.set_lease(root, &cfg.config, &me, &elected.lease);
     if !elected.view.held_here {
         // Lost the race: another server wrote first.
         let mut view =
@@ -449,7 +449,7 @@ pub async fn keep_renewing(
         let cached = memory.lease(root, cfg);
         match lease::acquire_or_renew(api, me, duration, cached.as_ref()).await {
             Ok(e) if e.view.held_here => {
-                memory.set_lease(root, cfg, &e.lease);
+                memory.set_lease(root, cfg, me, &e.lease);
                 renewed = Instant::now();
             }
             Ok(e) => {
