@@ -504,6 +504,10 @@ fn a_single_server_holds_the_lease_and_at_rest_writes_only_its_renewal() {
     assert_eq!(holder(&fake).as_deref(), Some("solo"));
     let rec = record(&fake);
     assert_eq!(rec["decided_by"], json!("solo"));
+    assert_eq!(
+        detect(roots[0].path())["k3s"]["node_name"],
+        json!({"name": "solo", "source": {"from": "config_file", "file": "/etc/rancher/k3s/config.yaml"}})
+    );
     // Decided as a single machine decides: its own memory.
     assert!(
         rec["decision"]["reasons"]["tier"][0]
