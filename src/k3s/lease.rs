@@ -7,8 +7,8 @@
 //! hold it; take it over only once `renewTime + leaseDurationSeconds` has
 //! passed; and every write carries the `resourceVersion` that was read, so
 //! the apiserver answers 409 to all but the first of two racing writers.
-//! A 409 never turns into a second attempt in the same pass: the loser reads
-//! who won and follows. Unlike client-go, which times expiry from when *it*
+//! A 409 on a write decided from what was just read never turns into a
+//! second attempt in the same pass: the loser reads who won and follows. Unlike client-go, which times expiry from when *it*
 //! observed the record change, sightline compares `renewTime` with its own
 //! clock, because `sightline apply` runs one pass per process; k3s servers
 //! keep their clocks in step (etcd's leases need it too), and the takeover
