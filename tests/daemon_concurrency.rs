@@ -109,7 +109,14 @@ fn a_restart_during_a_cluster_pass_neither_deadlocks_nor_rolls_back() {
         let cluster = {
             let (ctx, cfg) = (ctx.clone(), cfg.clone());
             tokio::task::spawn_local(async move {
-                agent::run_cluster(&ctx, &cfg, Progress::Log, false).await
+                agent::run_cluster(
+                    &ctx,
+                    &cfg,
+                    Progress::Log,
+                    false,
+                    &agent::coordination::Memory::in_process(),
+                )
+                .await
             })
         };
         // Let the rollout get going, then converge as the daemon does:

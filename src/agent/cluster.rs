@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::coordination::{self, ClusterRole, ClusterView, Coordinated};
+use super::coordination::{self, ClusterRole, ClusterView, Coordinated, Memory};
 use super::status::StageStatus;
 use crate::bundle::{Bundle, RenderedStage, StageInputs, render_stages};
 use crate::config::{Config, LoadedConfig};
@@ -87,6 +87,100 @@ pub fn desired_stages(
         user_values: user_values(root, &cfg.config)?,
     };
     Ok((render_stages(&bundle, &inputs)?, bundle, ephemeral))
+}
+
+/// Whose decision the review commands show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DecisionSource {
+    /// This machine's: not a k3s server, a forced tier, or this server holds
+    /// (or may take) the Lease and would decide now.
+    Local,
+    /// The one the Lease holder stored in the cluster ConfigMap.
+    Cluster {
+        /// Who holds the Lease.
+        holder: String,
+        /// Who wrote the decision.
+        decided_by: String,
+    },
+    /// The cluster's could not be used: this machine's, and why.
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl DecisionSource {
+    /// `cluster_source` in `-o json`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            DecisionSource::Cluster { .. } => "cluster",
+            DecisionSource::Local | DecisionSource::Unavailable { .. } => "local",
+        }
+    }
+
+    /// `cluster_unavailable` in `-o json`.
+    pub fn unavailable(&self) -> Option<&str> {
+        match self {
+            DecisionSource::Unavailable { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The line text output shows, if any.
+    pub fn line(&self) -> Option<String> {
+        match self {
+            DecisionSource::Local => None,
+            DecisionSource::Cluster { holder, decided_by } => Some(format!(
+                "cluster decision: the one {decided_by} stored in ConfigMap kube-system/{} ({holder} holds the Lease)",
+                crate::k3s::configmap::CLUSTER_CONFIGMAP
+            )),
+            DecisionSource::Unavailable { reason } => Some(format!(
+                "cluster decision unavailable ({reason}): showing this machine's own"
+            )),
+        }
+    }
+}
+
+/// The stages `plan` and `render` show: on a server that another holds the
+/// Lease against, those rendered from the cluster's decision (as `apply`
+/// places them); else this machine's. Writes nothing.
+pub async fn review_stages(
+    root: &Sysroot,
+    cfg: &LoadedConfig,
+    facts: &Facts,
+    tier: Option<Tier>,
+) -> Result<(Vec<RenderedStage>, Bundle, bool, DecisionSource)> {
+    let local = |source| -> Result<_> {
+        let (stages, bundle, ephemeral) = desired_stages(root, cfg, facts, tier, false)?;
+        Ok((stages, bundle, ephemeral, source))
+    };
+    if tier.is_some() || facts.k3s.role != K3sRole::Server {
+        return local(DecisionSource::Local);
+    }
+    match coordination::held_decision(root, cfg, facts).await {
+        Ok(Some((rec, holder))) => {
+            let (secrets, ephemeral) = crate::bundle::secrets::load(root, &cfg.config, false)?;
+            let (stages, bundle) = coordination::render_cluster_stages(
+                root,
+                &cfg.config,
+                facts,
+                &rec.decision,
+                &secrets,
+            )?;
+            Ok((
+                stages,
+                bundle,
+                ephemeral,
+                DecisionSource::Cluster {
+                    holder,
+                    decided_by: rec.decided_by,
+                },
+            ))
+        }
+        Ok(None) => local(DecisionSource::Local),
+        Err(reason) => local(DecisionSource::Unavailable { reason }),
+    }
 }
 
 /// Why the cluster layer does not apply to this machine, if it does not.
@@ -205,17 +299,19 @@ async fn wait_ready(api: &crate::k3s::K3sApi, timing: &Timing, wait: bool) -> Re
 }
 
 /// Rolls the stages out (or says why not). On a server, the Lease decides
-/// who rolls out: see [`super::coordination`].
+/// who rolls out: see [`super::coordination`]. `memory` carries the Lease
+/// and what was read with it from one pass to the next.
 pub async fn run_cluster(
     ctx: &super::Ctx,
     cfg: &LoadedConfig,
     progress: Progress,
     wait_for_api: bool,
+    memory: &Memory,
 ) -> Result<ClusterOutcome> {
     let root = &ctx.root;
     let (facts, cfg) = super::observe(ctx, cfg).await;
     let cfg = &cfg;
-    let me = coordination::node_name(root, &facts);
+    let me = coordination::node_name(&facts);
     if let Some(reason) = not_applicable(&facts) {
         let view = (facts.k3s.role == K3sRole::Agent)
             .then(|| Box::new(ClusterView::bare(&me, ClusterRole::Agent, None)));
@@ -233,36 +329,38 @@ pub async fn run_cluster(
         Err(e) => Err(e.clone()),
     };
     let (api, mut holding) = match (api, ready) {
-        (Ok(api), Ok(())) => match coordination::coordinate(&api, root, cfg, &facts).await {
-            Ok(Coordinated::Holder(h)) => (api, *h),
-            Ok(Coordinated::Done(view)) => {
-                let reason = match (&view.role, &view.lease) {
-                    (ClusterRole::Skewed, _) => {
-                        view.detail.clone().unwrap_or_else(|| "version skew".into())
-                    }
-                    (_, Some(l)) => format!(
-                        "{} holds the Lease kube-system/sightline and runs the rollout; {}",
-                        l.holder,
-                        match (view.files_match, &view.detail) {
-                            (_, Some(d)) => d.clone(),
-                            (Some(true), None) => "this server's stage files match it".into(),
-                            _ => "this server's stage files do not match it".into(),
+        (Ok(api), Ok(())) => {
+            match coordination::coordinate(&api, root, cfg, &facts, memory).await {
+                Ok(Coordinated::Holder(h)) => (api, *h),
+                Ok(Coordinated::Done(view)) => {
+                    let reason = match (&view.role, &view.lease) {
+                        (ClusterRole::Skewed, _) => {
+                            view.detail.clone().unwrap_or_else(|| "version skew".into())
                         }
-                    ),
-                    (_, None) => view.detail.clone().unwrap_or_default(),
-                };
-                return Ok(ClusterOutcome::Skipped {
-                    reason,
-                    view: Some(Box::new(view)),
-                });
-            }
-            Err(e) => match e.downcast_ref::<crate::k3s::ApiError>() {
-                Some(crate::k3s::ApiError::Unreachable { .. }) => {
-                    return unreachable(format!("{e:#}"), waiting);
+                        (_, Some(l)) => format!(
+                            "{} holds the Lease kube-system/sightline and runs the rollout; {}",
+                            l.holder,
+                            match (view.files_match, &view.detail) {
+                                (_, Some(d)) => d.clone(),
+                                (Some(true), None) => "this server's stage files match it".into(),
+                                _ => "this server's stage files do not match it".into(),
+                            }
+                        ),
+                        (_, None) => view.detail.clone().unwrap_or_default(),
+                    };
+                    return Ok(ClusterOutcome::Skipped {
+                        reason,
+                        view: Some(Box::new(view)),
+                    });
                 }
-                _ => return Err(e.context("coordinating with the other k3s servers")),
-            },
-        },
+                Err(e) => match e.downcast_ref::<crate::k3s::ApiError>() {
+                    Some(crate::k3s::ApiError::Unreachable { .. }) => {
+                        return unreachable(format!("{e:#}"), waiting);
+                    }
+                    _ => return Err(e.context("coordinating with the other k3s servers")),
+                },
+            }
+        }
         (_, Err(reason)) | (Err(reason), _) => return unreachable(reason, waiting),
     };
     let stages = std::mem::take(&mut holding.stages);
@@ -293,10 +391,9 @@ pub async fn run_cluster(
         wait_for_api,
         skipped_by_k3s,
     };
-    let duration = coordination::lease_duration(&cfg.config);
     let report = tokio::select! {
         r = r.run() => r?,
-        lost = coordination::keep_renewing(&api, &me, duration) => {
+        lost = coordination::keep_renewing(&api, root, &cfg.config, &me, memory) => {
             tracing::warn!(reason = %lost, "stopped the rollout: this server no longer holds the Lease");
             let mut view = holding.view.clone();
             view.role = ClusterRole::Follower;
@@ -305,6 +402,7 @@ pub async fn run_cluster(
         }
     };
     if let Err(e) = coordination::publish_files(&api, root, &cfg.config, &mut holding).await {
+        memory.forget(root, &cfg.config);
         tracing::warn!(error = %format!("{e:#}"), "could not record the stage files in the cluster ConfigMap");
     }
     Ok(ClusterOutcome::Rollout(LedRollout {

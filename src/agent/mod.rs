@@ -21,7 +21,8 @@ pub mod uninstall;
 use anyhow::Result;
 
 pub use cluster::{
-    ClusterOutcome, LedRollout, airgap_charts, desired_stages, not_applicable, run_cluster,
+    ClusterOutcome, DecisionSource, LedRollout, airgap_charts, desired_stages, not_applicable,
+    review_stages, run_cluster,
 };
 pub use converge::{
     CLI_LOCK_WAIT, ConvergeError, Mode, Outcome, converge_once, is_read_only_fs, lock,

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use super::Ctx;
+use super::{Ctx, DecisionSource};
 use crate::config::LoadedConfig;
 use crate::facts::Facts;
 use crate::state::State;
@@ -60,39 +60,36 @@ pub struct StagePlan {
     pub reason: Option<String>,
 }
 
-/// The cluster plan: prunes first, then every wanted stage in order.
-pub fn cluster_plan(
+/// The cluster plan: prunes first, then every wanted stage in order; and
+/// whose decision it follows.
+pub async fn cluster_plan(
     ctx: &Ctx,
     cfg: &LoadedConfig,
     facts: &Facts,
     state: &State,
-) -> Result<Vec<StagePlan>> {
+) -> Result<(Vec<StagePlan>, DecisionSource)> {
+    let skipped = |reason| StagePlan {
+        stage: String::new(),
+        file: String::new(),
+        action: StageAction::Skipped,
+        reason: Some(reason),
+    };
     if let Some(reason) = super::not_applicable(facts) {
-        return Ok(vec![StagePlan {
-            stage: String::new(),
-            file: String::new(),
-            action: StageAction::Skipped,
-            reason: Some(reason),
-        }]);
+        return Ok((vec![skipped(reason)], DecisionSource::Local));
     }
-    let stages = match super::desired_stages(&ctx.root, cfg, facts, None, false) {
-        Ok((stages, _, _)) => stages,
+    let (stages, source) = match super::review_stages(&ctx.root, cfg, facts, None).await {
+        Ok((stages, _, _, source)) => (stages, source),
         Err(e) => match e.downcast::<crate::bundle::render::StackRefused>() {
-            Ok(refused) => {
-                return Ok(vec![StagePlan {
-                    stage: String::new(),
-                    file: String::new(),
-                    action: StageAction::Skipped,
-                    reason: Some(refused.0),
-                }]);
-            }
+            Ok(refused) => return Ok((vec![skipped(refused.0)], DecisionSource::Local)),
             Err(e) => return Err(e),
         },
     };
+    // A follower prunes nothing itself: it mirrors the holder's files.
+    let prunes = !matches!(source, DecisionSource::Cluster { .. });
     let mut out: Vec<StagePlan> = state
         .stages
         .iter()
-        .filter(|(name, _)| !stages.iter().any(|s| &s.stage.name == *name))
+        .filter(|(name, _)| prunes && !stages.iter().any(|s| &s.stage.name == *name))
         .map(|(name, rec)| StagePlan {
             stage: name.clone(),
             file: rec.file.clone(),
@@ -114,5 +111,5 @@ pub fn cluster_plan(
             reason: None,
         });
     }
-    Ok(out)
+    Ok((out, source))
 }

@@ -25,19 +25,28 @@ pub fn plan(ctx: &Ctx, json: bool, exit_code: bool, host_only: bool) -> Result<u
     let cluster = if host_only {
         None
     } else {
-        Some(agent::cluster_plan(ctx, &cfg, &facts, &state)?)
+        Some(rt.block_on(agent::cluster_plan(ctx, &cfg, &facts, &state))?)
     };
     let cluster_changes = cluster
         .as_ref()
-        .is_some_and(|c| c.iter().any(|s| s.action.is_change()));
+        .is_some_and(|(c, _)| c.iter().any(|s| s.action.is_change()));
     if json {
         let mut v = super::output::report_json(&facts, &report, &cfg);
-        v["cluster"] = serde_json::to_value(&cluster)?;
+        v["cluster"] = serde_json::to_value(cluster.as_ref().map(|(c, _)| c))?;
+        if let Some((_, source)) = &cluster {
+            v["cluster_source"] = source.name().into();
+            if let Some(why) = source.unavailable() {
+                v["cluster_unavailable"] = why.into();
+            }
+        }
         out::outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         out::out!("{}", super::output::render_plan(&facts, &report, &cfg));
-        if let Some(c) = &cluster {
+        if let Some((c, source)) = &cluster {
             out::out!("{}", super::output::render_cluster_plan(c));
+            if let Some(line) = source.line() {
+                out::outln!("  {line}");
+            }
         }
     }
     Ok(
@@ -89,7 +98,8 @@ pub fn apply(ctx: &Ctx, json: bool, args: ApplyArgs) -> Result<u8> {
         out::outln!("\ncluster:");
         Progress::for_stdout()
     };
-    let cluster = rt.block_on(agent::run_cluster(ctx, &cfg, progress, true))?;
+    let memory = agent::coordination::Memory::on_tmpfs();
+    let cluster = rt.block_on(agent::run_cluster(ctx, &cfg, progress, true, &memory))?;
     agent::publish_cluster(ctx, &cfg, &cluster);
     if json {
         super::print_json(&serde_json::json!({ "host": report, "cluster": cluster }))?;

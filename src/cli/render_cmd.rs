@@ -6,7 +6,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::agent::Ctx;
-use crate::agent::desired_stages;
 use crate::bundle::Bundle;
 use crate::decide::Tier;
 
@@ -47,7 +46,11 @@ pub fn run(ctx: &Ctx, json: bool, tier: Option<Tier>, out: Option<&Path>) -> Res
         }
         sources.insert(key.into(), if stored { "stored" } else { "one_off" }.into());
     }
-    let (stages, bundle, _) = desired_stages(&ctx.root, &cfg, &facts, tier, false)?;
+    let (stages, bundle, _, source) = crate::agent::runtime()?
+        .block_on(crate::agent::review_stages(&ctx.root, &cfg, &facts, tier))?;
+    if !json && let Some(line) = source.line() {
+        eprintln!("note: {line}");
+    }
     let dir = out.filter(|d| *d != Path::new("-"));
     let mut written = Vec::new();
     if let Some(dir) = dir {
@@ -79,6 +82,8 @@ pub fn run(ctx: &Ctx, json: bool, tier: Option<Tier>, out: Option<&Path>) -> Res
             "grafana_admin_password": sources["grafana_admin_password"],
             "uptime_kuma_admin_password": sources["uptime_kuma_admin_password"],
             "stages": files,
+            "cluster_source": source.name(),
+            "cluster_unavailable": source.unavailable(),
         }))?;
         return Ok(0);
     }

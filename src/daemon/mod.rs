@@ -49,6 +49,9 @@ struct Daemon<'a> {
     watcher: watch::Watcher,
     recheck: Interval,
     cluster: Option<ClusterTask>,
+    /// The Lease and what was read with it, kept from one cluster pass to
+    /// the next so a pass at rest is one round trip.
+    cluster_memory: agent::coordination::Memory,
     /// sightline's own notifications (a local task; never awaited here).
     notifier: Option<tokio::task::JoinHandle<()>>,
 }
@@ -64,6 +67,7 @@ async fn run_async(ctx: &Ctx) -> Result<u8> {
         cfg,
         watcher: watch::Watcher::new()?,
         cluster: None,
+        cluster_memory: agent::coordination::Memory::in_process(),
         notifier: None,
     };
     // Before the first converge, which may restart k3s for minutes: an
@@ -158,8 +162,9 @@ impl Daemon<'_> {
         }
         let ctx = self.ctx.clone();
         let cfg = self.cfg.clone();
+        let memory = self.cluster_memory.clone();
         self.cluster = Some(tokio::task::spawn_local(async move {
-            agent::run_cluster(&ctx, &cfg, crate::rollout::Progress::Log, false).await
+            agent::run_cluster(&ctx, &cfg, crate::rollout::Progress::Log, false, &memory).await
         }));
     }
 

@@ -85,6 +85,8 @@ pub struct K3s {
     /// Lines of the k3s unit or config files that cannot be read as
     /// written, each naming the file and the fix.
     pub problems: Vec<String>,
+    /// The name k3s registers this node under.
+    pub node_name: super::NodeName,
 }
 
 /// The unit names a k3s install can have: `k3s.service`, `k3s-agent.service`
@@ -229,6 +231,7 @@ pub fn detect(root: &Sysroot, bus: Option<&[UnitInfo]>) -> K3s {
     let env = chosen.map(|c| environment(root, c)).unwrap_or_default();
     let (file, source) = k3s_config::locate(&env, &argv);
     let config = k3s_config::files(root, file, source);
+    let node_name = super::node_name::detect(root, &argv, &env, &config);
     let mut values = config.values_of(&["data-dir", "d", "disable"]);
     let mut take = |k: &str| values.remove(k).unwrap_or_default();
     let (long, short, disable) = (take("data-dir"), take("d"), take("disable"));
@@ -260,6 +263,7 @@ pub fn detect(root: &Sysroot, bus: Option<&[UnitInfo]>) -> K3s {
         manifests,
         skipped_stages,
         problems,
+        node_name,
     }
 }
 

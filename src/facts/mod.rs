@@ -11,6 +11,7 @@ mod k3s;
 mod k3s_config;
 mod k3s_manifests;
 mod memory;
+mod node_name;
 mod os;
 mod throttle;
 mod unit_settings;
@@ -30,8 +31,15 @@ pub use k3s_config::{
 };
 pub use k3s_manifests::{ManifestRules, SkipReason, SkippedStage};
 pub use memory::Memory;
+pub use node_name::{NodeName, NodeNameSource, hostname};
 pub use os::{Os, OsFamily};
 pub use throttle::{ThrottleSource, find_vcgencmd};
+
+/// The name k3s registers this machine under, from its unit files and
+/// config (for callers without [`Facts`] at hand).
+pub fn k3s_node_name(root: &Sysroot) -> NodeName {
+    k3s::detect(root, None).node_name
+}
 
 /// Host path of the firmware throttle word.
 pub fn throttle_sysfs() -> &'static str {

@@ -7,12 +7,19 @@
 //! hold it; take it over only once `renewTime + leaseDurationSeconds` has
 //! passed; and every write carries the `resourceVersion` that was read, so
 //! the apiserver answers 409 to all but the first of two racing writers.
-//! A 409 never turns into a second attempt in the same pass: the loser reads
-//! who won and follows. Unlike client-go, which times expiry from when *it*
+//! A 409 on a write decided from what was just read never turns into a
+//! second attempt in the same pass: the loser reads who won and follows. Unlike client-go, which times expiry from when *it*
 //! observed the record change, sightline compares `renewTime` with its own
-//! clock, because `sightline apply` runs one pass per process and keeps no
-//! memory between passes; k3s servers keep their clocks in step (etcd's
-//! leases need it too), and the takeover margin is one poll.
+//! clock, because `sightline apply` runs one pass per process; k3s servers
+//! keep their clocks in step (etcd's leases need it too), and the takeover
+//! margin is one poll.
+//!
+//! A holder that remembers the Lease it last wrote renews it with one PUT
+//! carrying that `resourceVersion`, without reading it first: client-go's
+//! fast path (`tryAcquireOrRenew`: "if we are the leader, try to update the
+//! lock optimistically ... fall back to the slow path" on any error). A 409
+//! means someone wrote the Lease since; [`renew_cached`] then says so and
+//! the caller reads and decides as usual.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,7 +56,7 @@ pub struct LeaseSpec {
 }
 
 /// A Lease as read: its `resourceVersion` and spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     /// The version a write must carry.
     pub resource_version: String,
@@ -196,17 +203,80 @@ fn view(spec: &LeaseSpec, me: &str) -> LeaseView {
     }
 }
 
-/// One round of leader election: creates, renews or takes over the Lease
-/// when this node may, and says who holds it afterwards.
-pub async fn acquire_or_renew(
+/// Who holds the Lease after a write or a read, and the Lease as last seen
+/// (what the next pass may renew from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Elected {
+    /// For status.
+    pub view: LeaseView,
+    /// The Lease as the apiserver last answered it.
+    pub lease: Lease,
+}
+
+fn elected(lease: Lease, me: &str) -> Elected {
+    Elected {
+        view: view(&lease.spec, me),
+        lease,
+    }
+}
+
+/// The Lease this node may renew without reading it first: it held it at
+/// `cached` and that record has not expired by its own clock (client-go
+/// tries the fast path only while `observedTime + LeaseDuration` is ahead).
+pub fn renewable<'a>(cached: Option<&'a Lease>, me: &str, now: SystemTime) -> Option<&'a Lease> {
+    cached.filter(|l| {
+        l.spec.holder_identity.as_deref() == Some(me) && expiry(&l.spec).is_some_and(|e| e > now)
+    })
+}
+
+/// The fast path: one PUT of the renewed `cached` record with its
+/// `resourceVersion`. None: 409, someone wrote the Lease since.
+pub async fn renew_cached(
     api: &K3sApi,
+    cached: &Lease,
     me: &str,
     duration: Duration,
-) -> Result<LeaseView, ApiError> {
-    let current = get(api).await?;
-    let step = next_step(current.as_ref(), me, duration, SystemTime::now());
-    let written = match step {
-        Step::Follow(spec) => return Ok(view(&spec, me)),
+) -> Result<Option<Elected>, ApiError> {
+    let Step::Update {
+        resource_version,
+        spec,
+    } = next_step(Some(cached), me, duration, SystemTime::now())
+    else {
+        unreachable!("a Lease held by this node is always renewed");
+    };
+    let path = format!("{COLLECTION}/{NAME}");
+    match api
+        .send_json::<Value>(
+            reqwest::Method::PUT,
+            &path,
+            &body(&spec, Some(&resource_version)),
+        )
+        .await
+    {
+        Ok(v) => Ok(Some(elected(decode(&path, &v)?, me))),
+        Err(e) if e.is_conflict() => {
+            tracing::info!(
+                node = me,
+                "the sightline Lease changed since this node renewed it; reading it"
+            );
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Carries out `step` decided from `current`: creates, renews or takes the
+/// Lease over, or follows its holder; on 409, reads who won.
+pub async fn settle(
+    api: &K3sApi,
+    current: Option<Lease>,
+    me: &str,
+    duration: Duration,
+) -> Result<Elected, ApiError> {
+    let written = match next_step(current.as_ref(), me, duration, SystemTime::now()) {
+        Step::Follow(_) => {
+            return Ok(elected(current.expect("a Lease to follow was read"), me));
+        }
         Step::Create(spec) => {
             api.send_json::<Value>(reqwest::Method::POST, COLLECTION, &body(&spec, None))
                 .await
@@ -225,17 +295,35 @@ pub async fn acquire_or_renew(
         }
     };
     match written {
-        Ok(v) => Ok(view(&decode(COLLECTION, &v)?.spec, me)),
+        Ok(v) => Ok(elected(decode(COLLECTION, &v)?, me)),
         // Another server wrote first: it holds the Lease now.
         Err(e) if e.is_conflict() => {
             tracing::info!(node = me, "another server won the sightline Lease");
             match get(api).await? {
-                Some(l) => Ok(view(&l.spec, me)),
+                Some(l) => Ok(elected(l, me)),
                 None => Err(e),
             }
         }
         Err(e) => Err(e),
     }
+}
+
+/// One round of leader election: the fast path from `cached` when this
+/// node may renew it, else read, then create, renew or take over the Lease
+/// when this node may; says who holds it afterwards.
+pub async fn acquire_or_renew(
+    api: &K3sApi,
+    me: &str,
+    duration: Duration,
+    cached: Option<&Lease>,
+) -> Result<Elected, ApiError> {
+    if let Some(c) = renewable(cached, me, SystemTime::now())
+        && let Some(e) = renew_cached(api, c, me, duration).await?
+    {
+        return Ok(e);
+    }
+    let current = get(api).await?;
+    settle(api, current, me, duration).await
 }
 
 #[cfg(test)]

@@ -107,24 +107,29 @@ pub fn render(node: &str, n: &Notice) -> Message {
     }
 }
 
-/// The node's name: the kernel's hostname under the sysroot, else
-/// `/etc/hostname`.
+/// The node's name as k3s spells it, so a message names the Node that
+/// `kubectl get nodes` shows.
 pub fn node_name(root: &crate::sysroot::Sysroot) -> String {
-    ["/proc/sys/kernel/hostname", "/etc/hostname"]
-        .iter()
-        .find_map(|p| {
-            root.read_to_string(p)
-                .ok()
-                .flatten()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-        })
-        .unwrap_or_else(|| "unknown-node".into())
+    crate::facts::k3s_node_name(root).name
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_name_the_node_as_k3s_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |p: &str, text: &str| {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        put("etc/hostname", "raspberrypi\n");
+        put("etc/rancher/k3s/config.yaml", "node-name: Edge-1\n");
+        let root = crate::sysroot::Sysroot::new(dir.path());
+        assert_eq!(node_name(&root), "edge-1");
+    }
 
     #[test]
     fn states_node_what_since_and_command() {

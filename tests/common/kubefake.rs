@@ -115,6 +115,13 @@ pub struct Scenario {
     lease_reads: usize,
     /// Writes refused with 409, by `plural/name`.
     pub conflicts: BTreeMap<String, u32>,
+    /// Added to every answer about the coordination objects (leases,
+    /// configmaps, secrets, nodes), as a distant API server would: a test
+    /// sees how many round trips a pass waits for one after the other.
+    pub coordination_latency: std::time::Duration,
+    /// Each coordination request: its line (as in `requests`) and when it
+    /// arrived and was answered.
+    pub coordination_timings: Vec<(String, std::time::Instant, std::time::Instant)>,
     /// The last `resourceVersion` handed out.
     resource_version: u64,
     /// Directories whose first (forced) scan ran.
@@ -154,6 +161,8 @@ impl Default for Scenario {
             conflicts: BTreeMap::new(),
             lease_barrier: 0,
             lease_reads: 0,
+            coordination_latency: std::time::Duration::ZERO,
+            coordination_timings: Vec::new(),
             resource_version: 100,
             scanned: BTreeSet::new(),
             mtimes: BTreeMap::new(),
@@ -350,19 +359,32 @@ async fn serve(
                 if tls.read_exact(&mut body).await.is_err() {
                     return;
                 }
-                let (status, body) = {
+                let arrived = std::time::Instant::now();
+                let line = if method == "GET" {
+                    path.clone()
+                } else {
+                    format!("{method} {path}")
+                };
+                let (status, body, latency) = {
                     let mut s = scenario.lock().unwrap();
-                    s.requests.push(if method == "GET" {
-                        path.clone()
-                    } else {
-                        format!("{method} {path}")
-                    });
-                    if method == "GET" {
+                    s.requests.push(line.clone());
+                    let latency = is_coordination(&path).then_some(s.coordination_latency);
+                    let (status, body) = if method == "GET" {
                         route(&mut s, &manifests, &path)
                     } else {
                         write(&mut s, &manifests, &method, &path, &body)
-                    }
+                    };
+                    (status, body, latency)
                 };
+                if let Some(latency) = latency {
+                    tokio::time::sleep(latency).await;
+                    let answered = std::time::Instant::now();
+                    scenario
+                        .lock()
+                        .unwrap()
+                        .coordination_timings
+                        .push((line, arrived, answered));
+                }
                 // The answer is read now and held back until the others
                 // have read too.
                 if method == "GET" && path.ends_with("/leases/sightline") {
@@ -378,6 +400,61 @@ async fn serve(
             }
         });
     }
+}
+
+/// A request about the objects servers coordinate through.
+fn is_coordination(path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    path.starts_with("/api/v1/nodes")
+        || path.contains("/leases")
+        || path.contains("/kube-system/configmaps")
+        || path.contains("/kube-system/secrets")
+}
+
+/// How long at least one of `timings` was in flight: the time a client
+/// waited for them, however many it sent at once.
+pub fn in_flight(
+    timings: &[(String, std::time::Instant, std::time::Instant)],
+) -> std::time::Duration {
+    let mut spans: Vec<(std::time::Instant, std::time::Instant)> =
+        timings.iter().map(|(_, a, b)| (*a, *b)).collect();
+    spans.sort();
+    let mut total = std::time::Duration::ZERO;
+    let mut current: Option<(std::time::Instant, std::time::Instant)> = None;
+    for (a, b) in spans {
+        match current {
+            Some((ca, cb)) if a <= cb => current = Some((ca, cb.max(b))),
+            Some((ca, cb)) => {
+                total += cb - ca;
+                current = Some((a, b));
+            }
+            None => current = Some((a, b)),
+        }
+    }
+    if let Some((a, b)) = current {
+        total += b - a;
+    }
+    total
+}
+
+/// How many of `timings` were waited for one after the other: the longest
+/// chain of requests each sent only after the previous one was answered.
+/// Requests sent together count once, however slowly this single-threaded
+/// stand-in gets to each of them.
+pub fn round_trips(timings: &[(String, std::time::Instant, std::time::Instant)]) -> usize {
+    let mut spans: Vec<(std::time::Instant, std::time::Instant)> =
+        timings.iter().map(|(_, a, b)| (*a, *b)).collect();
+    spans.sort();
+    let mut depth: Vec<usize> = Vec::new();
+    for (i, (arrived, _)) in spans.iter().enumerate() {
+        let before = (0..i)
+            .filter(|j| spans[*j].1 <= *arrived)
+            .map(|j| depth[j])
+            .max()
+            .unwrap_or(0);
+        depth.push(before + 1);
+    }
+    depth.into_iter().max().unwrap_or(0)
 }
 
 async fn hold_for_barrier(scenario: &Mutex<Scenario>) {

@@ -60,7 +60,7 @@ pub async fn detect_cluster(
             decision: rec.decision,
         }));
     }
-    let me = node_name(root, facts);
+    let me = node_name(facts);
     let mut nodes = crate::k3s::nodes::list(&api).await.map_err(err)?;
     if let Some(n) = nodes.iter_mut().find(|n| n.name == me) {
         n.btf = Some(facts.btf);

@@ -14,8 +14,8 @@ use crate::k3s::configmap::CLUSTER_CONFIGMAP;
 use crate::sysroot::Sysroot;
 
 use super::record::{RECORD_KEY, Read, stage_files_on_disk};
-use super::secrets::cluster_secrets;
-use super::{ClusterRole, ClusterView, render_cluster_stages, skewed};
+use super::secrets::{self, cluster_secrets};
+use super::{ClusterRole, ClusterView, Memory, render_cluster_stages, skewed};
 
 /// A follower: renders from the cluster's decision and places exactly the
 /// holder's files, or nothing when any of them differs.
@@ -24,11 +24,17 @@ pub(super) async fn follow(
     root: &Sysroot,
     cfg: &LoadedConfig,
     facts: &Facts,
-    me: &str,
     read: Option<&Read>,
     bundle: &Bundle,
+    memory: &Memory,
 ) -> Result<ClusterView> {
-    annotate_btf(api, me, facts.btf).await;
+    let me = &super::node_name(facts);
+    // Both at once: a follower's pass costs one round trip more than its
+    // Lease read, not two.
+    let (_, remote) = tokio::join!(
+        annotate_btf(api, me, facts.btf),
+        secrets::fetch(api, root, &cfg.config, memory)
+    );
     let Some(r) = read else {
         return Ok(ClusterView::bare(
             me,
@@ -54,7 +60,8 @@ pub(super) async fn follow(
         files_match: None,
         detail: None,
     };
-    let Some(secrets) = cluster_secrets(api, root, &cfg.config, false).await? else {
+    let Some(secrets) = cluster_secrets(api, root, &cfg.config, false, remote?, memory).await?
+    else {
         view.detail =
             Some("the Lease holder has not published the cluster's credentials yet".into());
         return Ok(view);

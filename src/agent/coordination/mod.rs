@@ -14,7 +14,9 @@
 
 mod detect;
 mod follow;
+mod memory;
 mod record;
+mod review;
 mod secrets;
 
 use std::collections::BTreeMap;
@@ -34,9 +36,11 @@ use crate::k3s::lease::{self, LeaseView};
 use crate::sysroot::Sysroot;
 
 pub use detect::{ClusterDetect, detect_cluster};
+pub use memory::Memory;
 pub(crate) use record::Read;
 use record::read_record;
 pub use record::{ClusterRecord, publish, publish_files, stage_files_on_disk};
+pub use review::held_decision;
 use secrets::cluster_secrets;
 
 /// This node's part in the cluster layer.
@@ -140,22 +144,10 @@ pub fn newer(a: &str, b: &str) -> bool {
     parse(a) > parse(b)
 }
 
-/// This node's name, as k3s names it: `node-name` from k3s's config file
-/// and drop-ins, else the hostname, lowercased (k3s
-/// `pkg/agent/config/config.go`, `getHostnameAndIPs`). A `--node-name` on
-/// k3s's command line is not followed.
-pub fn node_name(root: &Sysroot, facts: &Facts) -> String {
-    if let Some(v) = facts.k3s.config.values("node-name").pop() {
-        return v.value.to_lowercase();
-    }
-    for p in ["/etc/hostname", "/proc/sys/kernel/hostname"] {
-        if let Ok(Some(t)) = root.read_to_string(p)
-            && let Some(line) = t.lines().map(str::trim).find(|l| !l.is_empty())
-        {
-            return line.to_lowercase();
-        }
-    }
-    "localhost".into()
+/// This node's name as k3s registers it (see `facts::NodeName`): the Lease
+/// identity and the Node the holder looks its kernel facts up on.
+pub fn node_name(facts: &Facts) -> String {
+    facts.k3s.node_name.name.clone()
 }
 
 /// The lease duration from the configuration.
@@ -207,6 +199,8 @@ pub struct Holding {
     rendered: BTreeMap<String, String>,
     /// The view for status.
     pub view: ClusterView,
+    /// Where the ConfigMap as written is remembered.
+    memory: Memory,
 }
 
 /// The outcome of coordinating, before any rollout.
@@ -218,59 +212,176 @@ pub enum Coordinated {
 }
 
 /// One pass of coordination: Lease, decision, secrets, and a follower's mirror.
+///
+/// A holder that remembers its Lease renews it with one PUT while it reads
+/// the nodes (and, in a new process, the ConfigMap and the Secret) at the
+/// same time: one round trip at rest. Otherwise the Lease and the ConfigMap
+/// are read together, the skew checked, and only then is the Lease written.
+/// Any error forgets what `memory` held, so the next pass reads everything.
 pub async fn coordinate(
     api: &K3sApi,
     root: &Sysroot,
     cfg: &LoadedConfig,
     facts: &Facts,
+    memory: &Memory,
 ) -> Result<Coordinated> {
-    let me = node_name(root, facts);
+    let r = coordinate_inner(api, root, cfg, facts, memory).await;
+    if r.is_err() {
+        memory.forget(root, &cfg.config);
+    }
+    r
+}
+
+async fn coordinate_inner(
+    api: &K3sApi,
+    root: &Sysroot,
+    cfg: &LoadedConfig,
+    facts: &Facts,
+    memory: &Memory,
+) -> Result<Coordinated> {
+    let me = node_name(facts);
     let mine = env!("CARGO_PKG_VERSION");
+    let duration = lease_duration(&cfg.config);
     let bundle = Bundle::load(root, &cfg.config)?;
-    let read = read_record(api).await?;
+    let cached = memory.lease(root, &cfg.config);
+    if let Some(c) = lease::renewable(cached.as_ref(), &me, std::time::SystemTime::now()) {
+        // Holding it continuously, this node wrote the ConfigMap last.
+        let known = memory.record();
+        let (renewed, nodes, read, remote) = tokio::join!(
+            lease::renew_cached(api, c, &me, duration),
+            crate::k3s::nodes::list(api),
+            async {
+                match known {
+                    Some(m) => Ok(Some(Read::from_map(m))),
+                    None => read_record(api).await,
+                }
+            },
+            secrets::fetch(api, root, &cfg.config, memory),
+        );
+        if let Some(elected) = renewed? {
+            memory.set_lease(root, &cfg.config, &me, &elected.lease);
+            let read = read?;
+            if let Some(r) = &read
+                && newer(&r.version, mine)
+            {
+                // Renewed before seeing the skew: let the Lease lapse so
+                // the newer server takes it.
+                memory.forget(root, &cfg.config);
+                return Ok(Coordinated::Done(skewed(&me, r, &bundle.digest)));
+            }
+            let held = Held {
+                lease: elected.view,
+                nodes: nodes?,
+                read,
+                remote: remote?,
+            };
+            return hold(api, root, cfg, facts, memory, &me, held).await;
+        }
+    }
+    let (current, read) = tokio::join!(lease::get(api), read_record(api));
+    let read = read?;
     if let Some(r) = &read
         && newer(&r.version, mine)
     {
         return Ok(Coordinated::Done(skewed(&me, r, &bundle.digest)));
     }
-    let lease = lease::acquire_or_renew(api, &me, lease_duration(&cfg.config)).await?;
-    if !lease.held_here {
-        let mut view = follow::follow(api, root, cfg, facts, &me, read.as_ref(), &bundle).await?;
-        view.lease = Some(lease);
+    let current = current?;
+    let may_hold = !matches!(
+        lease::next_step(
+            current.as_ref(),
+            &me,
+            duration,
+            std::time::SystemTime::now()
+        ),
+        lease::Step::Follow(_)
+    );
+    if !may_hold {
+        let elected = lease::settle(api, current, &me, duration).await?;
+        memory.set_lease(root, &cfg.config, &me, &elected.lease);
+        let mut view =
+            follow::follow(api, root, cfg, facts, read.as_ref(), &bundle, memory).await?;
+        view.lease = Some(elected.view);
         return Ok(Coordinated::Done(view));
     }
-    let mut nodes = crate::k3s::nodes::list(api).await?;
+    let (elected, nodes, remote) = tokio::join!(
+        lease::settle(api, current, &me, duration),
+        crate::k3s::nodes::list(api),
+        secrets::fetch(api, root, &cfg.config, memory),
+    );
+    let elected = elected?;
+    memory.set_lease(root, &cfg.config, &me, &elected.lease);
+    if !elected.view.held_here {
+        // Lost the race: another server wrote first.
+        let mut view =
+            follow::follow(api, root, cfg, facts, read.as_ref(), &bundle, memory).await?;
+        view.lease = Some(elected.view);
+        return Ok(Coordinated::Done(view));
+    }
+    let held = Held {
+        lease: elected.view,
+        nodes: nodes?,
+        read,
+        remote: remote?,
+    };
+    hold(api, root, cfg, facts, memory, &me, held).await
+}
+
+/// What the holder read in its Lease round.
+struct Held {
+    lease: LeaseView,
+    nodes: Vec<crate::k3s::nodes::NodeInfo>,
+    read: Option<Read>,
+    remote: secrets::Remote,
+}
+
+/// The holder: decides for the cluster, renders, and publishes the record.
+async fn hold(
+    api: &K3sApi,
+    root: &Sysroot,
+    cfg: &LoadedConfig,
+    facts: &Facts,
+    memory: &Memory,
+    me: &str,
+    held: Held,
+) -> Result<Coordinated> {
+    let mine = env!("CARGO_PKG_VERSION");
+    let Held {
+        lease,
+        mut nodes,
+        read,
+        remote,
+    } = held;
     match nodes.iter_mut().find(|n| n.name == me) {
         Some(n) => n.btf = Some(facts.btf),
         None => {
-            tracing::warn!(node = %me, "this server's hostname names no Node; is k3s's node-name set? Its kernel facts are left out of the cluster decision")
+            tracing::warn!(node = %me, "no Node is named as k3s names this server; its kernel facts are left out of the cluster decision")
         }
     }
     let state = crate::state::State::load(root, &cfg.config).unwrap_or_default();
     let decision = crate::decide::decide_cluster(cfg, facts, state.tier.as_ref(), &nodes);
-    let secrets = cluster_secrets(api, root, &cfg.config, true)
+    let secrets = cluster_secrets(api, root, &cfg.config, true, remote, memory)
         .await?
         .expect("the holder always has credentials");
     let (stages, bundle) = render_cluster_stages(root, &cfg.config, facts, &decision, &secrets)?;
-    let record = ClusterRecord {
-        decision,
-        bundle_digest: bundle.digest.clone(),
-        sightline_version: mine.into(),
-        decided_by: me.clone(),
-        files: stage_files_on_disk(root, &cfg.config)?,
-        texts: BTreeMap::new(),
-    };
     let rendered: BTreeMap<String, String> = stages
         .iter()
         .map(|s| (s.file_name.clone(), crate::digest::sha256_hex(&s.content)))
         .collect();
-    let mut record = record;
-    record.texts = record::loose_texts(root, &cfg.config, &rendered)?;
+    let record = ClusterRecord {
+        decision,
+        bundle_digest: bundle.digest.clone(),
+        sightline_version: mine.into(),
+        decided_by: me.to_string(),
+        files: stage_files_on_disk(root, &cfg.config)?,
+        texts: record::loose_texts(root, &cfg.config, &rendered)?,
+        stages: BTreeMap::new(),
+    };
+    let previous = read.as_ref().and_then(|r| r.record.clone());
     let mut holding = Holding {
         stages,
         rendered,
         view: ClusterView {
-            node: me.clone(),
+            node: me.to_string(),
             role: ClusterRole::Holder,
             lease: Some(lease),
             decision: Some(record.decision.summary()),
@@ -281,7 +392,9 @@ pub async fn coordinate(
         },
         record,
         map: read.map(|r| r.map),
+        memory: memory.clone(),
     };
+    record::adopt_stages(root, &cfg.config, previous.as_ref(), &mut holding).await?;
     publish(api, &mut holding).await?;
     Ok(Coordinated::Holder(Box::new(holding)))
 }
@@ -320,14 +433,29 @@ fn skewed(me: &str, r: &Read, digest: &str) -> ClusterView {
     }
 }
 
-/// Renews the Lease while the holder's rollout runs; returns why it was lost.
-pub async fn keep_renewing(api: &K3sApi, me: &str, duration: Duration) -> String {
+/// Renews the Lease while the holder's rollout runs (one PUT each time
+/// while nobody else wrote it); returns why it was lost.
+pub async fn keep_renewing(
+    api: &K3sApi,
+    root: &Sysroot,
+    cfg: &Config,
+    me: &str,
+    memory: &Memory,
+) -> String {
+    let duration = lease_duration(cfg);
     let mut renewed = Instant::now();
     loop {
         tokio::time::sleep(duration / 3).await;
-        match lease::acquire_or_renew(api, me, duration).await {
-            Ok(v) if v.held_here => renewed = Instant::now(),
-            Ok(v) => return format!("the Lease passed to {}", v.holder),
+        let cached = memory.lease(root, cfg);
+        match lease::acquire_or_renew(api, me, duration, cached.as_ref()).await {
+            Ok(e) if e.view.held_here => {
+                memory.set_lease(root, cfg, me, &e.lease);
+                renewed = Instant::now();
+            }
+            Ok(e) => {
+                memory.forget(root, cfg);
+                return format!("the Lease passed to {}", e.view.holder);
+            }
             Err(e) if renewed.elapsed() >= duration => {
                 return format!("the Lease could not be renewed within its duration: {e}");
             }

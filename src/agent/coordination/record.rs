@@ -11,6 +11,7 @@ use crate::decide::ClusterDecision;
 use crate::digest::sha256_hex;
 use crate::k3s::configmap::{self, CLUSTER_CONFIGMAP, DataMap, Kind};
 use crate::k3s::{ApiError, K3sApi};
+use crate::state::{StageRecord, StageState, State};
 use crate::sysroot::Sysroot;
 
 use super::Holding;
@@ -37,6 +38,83 @@ pub struct ClusterRecord {
     /// place them too. Only small, world-readable ones: never a Secret.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub texts: BTreeMap<String, String>,
+    /// The stages the holder has recorded, by name: their file and the
+    /// objects its prune waits for, so that the next holder can prune
+    /// them exactly as this one would have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stages: BTreeMap<String, RecordedStage>,
+}
+
+/// A stage as the holder recorded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedStage {
+    /// Its file in the manifests directory.
+    pub file: String,
+    /// REST paths of its objects.
+    pub objects: Vec<String>,
+}
+
+fn recorded(state: &State) -> BTreeMap<String, RecordedStage> {
+    state
+        .stages
+        .iter()
+        .map(|(name, r)| {
+            (
+                name.clone(),
+                RecordedStage {
+                    file: r.file.clone(),
+                    objects: r.objects.clone(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// A new holder takes over the stages the previous one recorded and this
+/// server has not: those it no longer renders are then pruned by its
+/// rollout, objects and all, as the previous holder's would have been. The
+/// record lists the union until this holder's rollout records its own.
+pub(super) async fn adopt_stages(
+    root: &Sysroot,
+    cfg: &Config,
+    previous: Option<&ClusterRecord>,
+    h: &mut Holding,
+) -> Result<()> {
+    let mut state = State::load(root, cfg)?;
+    let wanted: Vec<&str> = h.stages.iter().map(|s| s.stage.name.as_str()).collect();
+    let theirs = previous.map(|p| &p.stages);
+    let adopt: Vec<(&String, &RecordedStage)> = theirs
+        .into_iter()
+        .flatten()
+        .filter(|(name, _)| !wanted.contains(&name.as_str()) && !state.stages.contains_key(*name))
+        .collect();
+    if !adopt.is_empty() {
+        let _lock = crate::lock::Lock::acquire(
+            &root.path(cfg.lock_path()),
+            std::time::Duration::from_secs(600),
+        )
+        .await?;
+        let mut state = State::load(root, cfg)?;
+        for (name, r) in &adopt {
+            let on_disk = root.read(format!("{}/{}", cfg.paths.manifests_dir, r.file))?;
+            tracing::info!(stage = %name, file = %r.file, "took over a stage the previous Lease holder recorded, to prune it");
+            state.stages.insert(
+                (*name).clone(),
+                StageRecord {
+                    file: r.file.clone(),
+                    sha256: on_disk.map(|d| sha256_hex(&d)).unwrap_or_default(),
+                    state: StageState::Pruning,
+                    objects: r.objects.clone(),
+                },
+            );
+        }
+        state.save(root, cfg)?;
+    }
+    state = State::load(root, cfg)?;
+    let mut all = theirs.cloned().unwrap_or_default();
+    all.extend(recorded(&state));
+    h.record.stages = all;
+    Ok(())
 }
 
 impl ClusterRecord {
@@ -71,24 +149,30 @@ pub(crate) struct Read {
     pub(super) record: Option<ClusterRecord>,
 }
 
-pub(super) async fn read_record(api: &K3sApi) -> Result<Option<Read>, ApiError> {
-    let Some(map) = configmap::get(api, Kind::ConfigMap, CLUSTER_CONFIGMAP).await? else {
-        return Ok(None);
-    };
-    let record = map
-        .data
-        .get(RECORD_KEY)
-        .and_then(|t| serde_json::from_str::<ClusterRecord>(t).ok());
-    Ok(Some(Read {
-        version: map
+impl Read {
+    /// The ConfigMap's flat keys and record.
+    pub(super) fn from_map(map: DataMap) -> Read {
+        let record = map
             .data
-            .get("sightlineVersion")
-            .cloned()
-            .unwrap_or_default(),
-        digest: map.data.get("bundleDigest").cloned().unwrap_or_default(),
-        record,
-        map,
-    }))
+            .get(RECORD_KEY)
+            .and_then(|t| serde_json::from_str::<ClusterRecord>(t).ok());
+        Read {
+            version: map
+                .data
+                .get("sightlineVersion")
+                .cloned()
+                .unwrap_or_default(),
+            digest: map.data.get("bundleDigest").cloned().unwrap_or_default(),
+            record,
+            map,
+        }
+    }
+}
+
+pub(super) async fn read_record(api: &K3sApi) -> Result<Option<Read>, ApiError> {
+    Ok(configmap::get(api, Kind::ConfigMap, CLUSTER_CONFIGMAP)
+        .await?
+        .map(Read::from_map))
 }
 
 /// sightline's stage files in the manifests directory, with their SHA-256.
@@ -153,6 +237,7 @@ pub async fn publish(api: &K3sApi, h: &mut Holding) -> Result<()> {
         .and_then(|m| m.data.get(RECORD_KEY))
         .and_then(|t| serde_json::from_str::<ClusterRecord>(t).ok());
     if stored.is_some_and(|s| material(&s) == material(&h.record)) {
+        h.memory.set_record(h.map.as_ref());
         return Ok(());
     }
     let written = configmap::put(api, Kind::ConfigMap, CLUSTER_CONFIGMAP, &data, h.map.as_ref())
@@ -165,6 +250,7 @@ pub async fn publish(api: &K3sApi, h: &mut Holding) -> Result<()> {
         "published the cluster decision"
     );
     h.map = Some(written);
+    h.memory.set_record(h.map.as_ref());
     Ok(())
 }
 
@@ -177,5 +263,6 @@ pub async fn publish_files(
 ) -> Result<()> {
     h.record.files = stage_files_on_disk(root, cfg)?;
     h.record.texts = loose_texts(root, cfg, &h.rendered)?;
+    h.record.stages = recorded(&State::load(root, cfg)?);
     publish(api, h).await
 }

@@ -7,9 +7,50 @@ use anyhow::Result;
 
 use crate::bundle::secrets::{Secrets, generated_passwords, store_password};
 use crate::config::Config;
-use crate::k3s::K3sApi;
-use crate::k3s::configmap::{self, CLUSTER_SECRET, Kind};
+use crate::k3s::configmap::{self, CLUSTER_SECRET, DataMap, Kind};
+use crate::k3s::{ApiError, K3sApi};
 use crate::sysroot::Sysroot;
+
+use super::Memory;
+
+/// The cluster's Secret for this pass.
+pub(super) enum Remote {
+    /// This node stored the cluster's credentials on an earlier pass and
+    /// its copies are unchanged: not read again.
+    Stored,
+    /// As read (None: there is none yet).
+    Read(Option<DataMap>),
+}
+
+/// A digest of this node's copies of the shared credentials; None while
+/// one is missing.
+fn local_digest(root: &Sysroot, cfg: &Config) -> Option<String> {
+    let mut all = String::new();
+    for (key, path) in generated_passwords(cfg) {
+        let value = root.read_to_string(&path).ok().flatten()?;
+        all.push_str(&format!("{key}={}\n", value.trim()));
+    }
+    Some(crate::digest::sha256_hex(all.as_bytes()))
+}
+
+/// Reads the cluster's Secret unless `memory` says this node stored it and
+/// the local copies still have the digest they had then.
+pub(super) async fn fetch(
+    api: &K3sApi,
+    root: &Sysroot,
+    cfg: &Config,
+    memory: &Memory,
+) -> Result<Remote, ApiError> {
+    if memory
+        .secrets()
+        .is_some_and(|d| Some(d) == local_digest(root, cfg))
+    {
+        return Ok(Remote::Stored);
+    }
+    Ok(Remote::Read(
+        configmap::get(api, Kind::Secret, CLUSTER_SECRET).await?,
+    ))
+}
 
 /// The credentials for the cluster: the holder publishes its own (made
 /// once, kept locally) unless the cluster has them already; a follower
@@ -20,8 +61,13 @@ pub(super) async fn cluster_secrets(
     root: &Sysroot,
     cfg: &Config,
     holder: bool,
+    remote: Remote,
+    memory: &Memory,
 ) -> Result<Option<Secrets>> {
-    let remote = configmap::get(api, Kind::Secret, CLUSTER_SECRET).await?;
+    let remote = match remote {
+        Remote::Stored => return Ok(Some(crate::bundle::secrets::load(root, cfg, true)?.0)),
+        Remote::Read(r) => r,
+    };
     let shared = generated_passwords(cfg);
     let from_cluster: Vec<Option<String>> = shared
         .iter()
@@ -56,10 +102,12 @@ pub(super) async fn cluster_secrets(
             // Another holder published first (the Lease changed hands
             // mid-pass): theirs stands, ours is dropped.
             Err(e) if e.is_conflict() => {
-                return Box::pin(cluster_secrets(api, root, cfg, false)).await;
+                let remote = Remote::Read(configmap::get(api, Kind::Secret, CLUSTER_SECRET).await?);
+                return Box::pin(cluster_secrets(api, root, cfg, false, remote, memory)).await;
             }
             Err(e) => return Err(e.into()),
         }
     }
+    memory.set_secrets(local_digest(root, cfg));
     Ok(Some(local))
 }
