@@ -645,7 +645,7 @@ fn an_edit_k3s_was_restarted_on_is_repaired_with_exactly_one_restart() {
         return;
     };
     sightline_ok(&c, &["apply", "--host-only"]);
-    let dropin = "/etc/rancher/k3s/config.yaml.d/60-sightline-audit.yaml";
+    let dropin = DROPIN;
     // A restart from outside on the same files needs nothing.
     c.sh_ok("systemctl restart k3s");
     let n = starts_count(&c);
