@@ -68,14 +68,25 @@ fn temp_name(dir: &Path, file_name: &str) -> io::Result<PathBuf> {
 fn write_with(path: &Path, data: &[u8], mode: u32, durability: Durability) -> io::Result<()> {
     let (dir, file_name) = prepare_dir(path)?;
     let (tmp_path, mut tmp) = create_temp(&dir, &file_name, mode)?;
+    // Kill points only for durable writes: those are the ones a later run
+    // relies on, and the volatile status and metrics files, rewritten on
+    // every change, would multiply the sweep for nothing.
+    let point = |name| {
+        if durability == Durability::Durable {
+            crate::failpoint::hit(name);
+        }
+    };
     let result = (|| {
+        point("atomic.temp_created");
         // The open() mode is filtered by the umask; set it explicitly before
         // writing so the content is never readable with looser permissions.
         tmp.set_permissions(fs::Permissions::from_mode(mode))?;
         tmp.write_all(data)?;
+        point("atomic.data_written");
         if durability == Durability::Durable {
             tmp.sync_all()?;
         }
+        point("atomic.synced");
         drop(tmp);
         fs::rename(&tmp_path, path)?;
         if durability == Durability::Durable {

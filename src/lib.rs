@@ -6,6 +6,7 @@
 //! | module | concern |
 //! |---|---|
 //! | [`sysroot`], [`atomic`], [`lock`] | every host path, the one atomic write, the one lock |
+//! | [`failpoint`] | named kill points for the sweep tests (`--features failpoints`) |
 //! | [`config`] | layered TOML with file:line:col errors |
 //! | [`facts`], [`decide`] | what the machine is, and what it gets |
 //! | [`host`] | desired host files (audit, watchdog, throttle) |
@@ -29,6 +30,7 @@ pub mod digest;
 pub mod effects;
 pub mod engine;
 pub mod facts;
+pub mod failpoint;
 pub mod host;
 pub mod k3s;
 pub mod lock;

@@ -4,7 +4,6 @@
 
 pub(crate) mod apply;
 pub mod converge;
-pub mod failpoint;
 pub mod intent;
 pub mod journal;
 pub mod k3s_start;
@@ -13,6 +12,9 @@ pub mod pacing;
 pub(crate) mod plan;
 pub(crate) mod restart;
 pub mod uninstall;
+
+/// The engine's points are the crate's; re-exported so `super::failpoint` reads as before.
+pub use crate::failpoint;
 
 pub use apply::apply_changes;
 pub use converge::{ConvergeOptions, ConvergeReport, EffectOutcome, EffectResult, converge};

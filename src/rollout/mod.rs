@@ -176,6 +176,7 @@ impl Rollout<'_> {
 
     /// Runs the rollout to the end, a failure, or an unreachable API.
     pub async fn run(&self) -> Result<RolloutReport> {
+        self.clean_temp_files();
         let mut reports = Vec::new();
         let waiting = Instant::now();
         let unreachable = |reason| RolloutResult::ApiUnreachable {
@@ -323,6 +324,26 @@ impl Rollout<'_> {
             .flatten()
             .as_deref()
             == Some(s.content.as_slice())
+    }
+
+    /// Removes what a run killed inside an atomic write left in the
+    /// directories the rollout writes: k3s ignores the dotfiles, but they
+    /// would pile up. A live writer's temp files are kept
+    /// ([`crate::atomic::remove_temp_files`]), so no lock is needed.
+    fn clean_temp_files(&self) {
+        for dir in [
+            &self.cfg.paths.manifests_dir,
+            &self.cfg.paths.static_charts_dir,
+        ] {
+            match crate::atomic::remove_temp_files(&self.root.path(dir), false) {
+                Ok(removed) => {
+                    for p in removed {
+                        tracing::info!(path = %p.display(), "removed a temp file an interrupted run left");
+                    }
+                }
+                Err(e) => tracing::warn!(dir = %dir, error = %e, "cannot clean temp files"),
+            }
+        }
     }
 
     async fn copy_airgap_charts(&self) -> Result<()> {

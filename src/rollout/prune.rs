@@ -29,8 +29,9 @@ impl Rollout<'_> {
         let sha = sha256_hex(empty.as_bytes());
         if self.root.read(&host_path)?.as_deref() != Some(empty.as_bytes()) {
             let _l = self.lock().await?;
-            crate::engine::failpoint::hit("rollout.prune.empty.before");
+            crate::failpoint::hit("rollout.prune.empty.before");
             write_atomic(&self.root.path(&host_path), empty.as_bytes(), 0o644)?;
+            crate::failpoint::hit("rollout.prune.empty.after");
             tracing::info!(stage = %name, path = %host_path, "emptied stage file to prune its objects");
         }
         self.progress
@@ -75,8 +76,9 @@ impl Rollout<'_> {
             });
         }
         let _l = self.lock().await?;
-        crate::engine::failpoint::hit("rollout.prune.remove.before");
+        crate::failpoint::hit("rollout.prune.remove.before");
         remove_file(&self.root.path(&host_path))?;
+        crate::failpoint::hit("rollout.prune.remove.after");
         let mut state = State::load(self.root, self.cfg)?;
         state.stages.remove(name);
         state.save(self.root, self.cfg)?;

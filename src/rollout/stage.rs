@@ -41,6 +41,7 @@ impl Rollout<'_> {
         let start = Instant::now();
         let sha = sha256_hex(&s.content);
         let (written_at, job_uid_before) = if current {
+            self.adopt_record(s, &sha).await?;
             (String::new(), None)
         } else {
             let before = self.job_to_replace(api, s).await?;
@@ -92,19 +93,12 @@ impl Rollout<'_> {
         let written_at = now_rfc3339();
         let _l = self.lock().await?;
         let mode = if s.sensitive { 0o600 } else { 0o644 };
-        crate::engine::failpoint::hit("rollout.write.before");
+        crate::failpoint::hit("rollout.write.before");
         write_atomic(&self.root.path(&host_path), &s.content, mode)
             .with_context(|| format!("writing {host_path}"))?;
+        crate::failpoint::hit("rollout.write.after");
         let mut state = State::load(self.root, self.cfg)?;
-        state.stages.insert(
-            name.clone(),
-            StageRecord {
-                file: s.file_name.clone(),
-                sha256: sha.to_string(),
-                state: StageState::Waiting,
-                objects: super::object_paths(&s.content),
-            },
-        );
+        state.stages.insert(name.clone(), record(s, sha));
         state.save(self.root, self.cfg)?;
         if s.sensitive {
             tracing::info!(stage = %name, path = %host_path, sha256 = %sha, "wrote stage file (holds Secrets; content not logged)");
@@ -112,6 +106,30 @@ impl Rollout<'_> {
             tracing::info!(stage = %name, path = %host_path, sha256 = %sha, "wrote stage file");
         }
         Ok(written_at)
+    }
+
+    /// Records a stage whose file is already in place but not recorded as
+    /// this content: a run killed between writing the file and recording it
+    /// left it so, and without the record the stage could never be pruned.
+    /// Writes nothing when the record is there.
+    async fn adopt_record(&self, s: &RenderedStage, sha: &str) -> Result<()> {
+        let recorded = |state: &State| {
+            state
+                .stages
+                .get(&s.stage.name)
+                .is_some_and(|r| r.file == s.file_name && r.sha256 == sha)
+        };
+        if recorded(&State::load(self.root, self.cfg)?) {
+            return Ok(());
+        }
+        let _l = self.lock().await?;
+        let mut state = State::load(self.root, self.cfg)?;
+        if !recorded(&state) {
+            tracing::info!(stage = %s.stage.name, file = %s.file_name, "recording a stage file that is in place but was not recorded");
+            state.stages.insert(s.stage.name.clone(), record(s, sha));
+            state.save(self.root, self.cfg)?;
+        }
+        Ok(())
     }
 
     /// The three gates in order; the first that does not hold decides.
@@ -298,5 +316,16 @@ impl Rollout<'_> {
         } else {
             Gate::Pending(pending.join("; "))
         })
+    }
+}
+
+/// The record of a stage file just written (or found in place): waiting
+/// until its gates say otherwise.
+fn record(s: &RenderedStage, sha: &str) -> StageRecord {
+    StageRecord {
+        file: s.file_name.clone(),
+        sha256: sha.to_string(),
+        state: StageState::Waiting,
+        objects: super::object_paths(&s.content),
     }
 }

@@ -1,5 +1,9 @@
 //! Named failpoints for the kill-point sweep (bootupd's model).
 //!
+//! A crate-root module with no dependency on any other, so that the lowest
+//! layers (the atomic write) can have points as well as the engine and the
+//! rollout.
+//!
 //! Built only with the `failpoints` cargo feature, which only the tests
 //! enable. `SIGHTLINE_FAILPOINT=name` (or `name@N` for the N-th hit, 1-based)
 //! makes the process SIGKILL itself when it reaches that point, so the next
