@@ -681,11 +681,7 @@ fn a_stage_emptied_for_pruning_is_placed_on_every_server() {
     set_tier("full");
     // Room for the full tier: a 4 GB node would refuse it.
     for r in [0, 1] {
-        write(
-            roots[r].path(),
-            "/proc/meminfo",
-            "MemTotal:        7998000 kB\nMemFree:         5000000 kB\nMemAvailable:    7100000 kB\n",
-        );
+        eight_gb(roots[r].path());
     }
     for r in [0, 1] {
         let (code, log) = apply(roots[r].path());
@@ -851,6 +847,15 @@ fn the_daemon_renews_with_one_put_while_it_reads_the_nodes_and_falls_back_on_a_c
 }
 
 /// Sets `tier = ...` at the top of a server's config.
+/// An 8 GB machine with most of it free: a full-tier candidate.
+fn eight_gb(root: &Path) {
+    write(
+        root,
+        "/proc/meminfo",
+        "MemTotal:        7998000 kB\nMemFree:         5000000 kB\nMemAvailable:    7100000 kB\n",
+    );
+}
+
 fn set_tier(root: &Path, tier: &str) {
     let cfg = read(root, "/etc/sightline/config.toml");
     let cfg = cfg
@@ -871,11 +876,7 @@ fn a_promoted_follower_prunes_the_stages_the_old_holder_recorded() {
     let (roots, fake) = cluster(&[("srv-a", false), ("srv-b", false)], lease_s);
     for r in &roots {
         set_tier(r.path(), "full");
-        write(
-            r.path(),
-            "/proc/meminfo",
-            "MemTotal:        7998000 kB\nMemFree:         5000000 kB\nMemAvailable:    7100000 kB\n",
-        );
+        eight_gb(r.path());
     }
     for r in &roots {
         let (code, log) = apply(r.path());
@@ -935,11 +936,7 @@ fn plan_and_render_on_a_follower_show_the_cluster_decision_and_say_when_it_is_un
     // srv-b alone would pick the full tier (8 GB, forced); the holder
     // decides light for the cluster.
     set_tier(roots[1].path(), "full");
-    write(
-        roots[1].path(),
-        "/proc/meminfo",
-        "MemTotal:        7998000 kB\nMemFree:         5000000 kB\nMemAvailable:    7100000 kB\n",
-    );
+    eight_gb(roots[1].path());
     for r in &roots {
         let (code, log) = apply(r.path());
         assert_eq!(code, Some(0), "{log}");

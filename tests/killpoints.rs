@@ -77,14 +77,20 @@ fn outcome(root: &Path) -> Outcome {
             !p.starts_with("run") && !p.ends_with("state.json") && !p.ends_with("points.log")
         })
         .collect();
+    Outcome {
+        files,
+        records: records(root, &["files", "dirs", "pending_effects"]),
+    }
+}
+
+/// The state's records under `keys`.
+fn records(root: &Path, keys: &[&str]) -> serde_json::Value {
     let state: serde_json::Value =
         serde_json::from_str(&read(root, "/var/lib/sightline/state.json")).unwrap();
-    let records = serde_json::json!({
-        "files": state["files"],
-        "dirs": state["dirs"],
-        "pending_effects": state["pending_effects"],
-    });
-    Outcome { files, records }
+    keys.iter()
+        .map(|k| (k.to_string(), state[*k].clone()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn temp_files(root: &Path) -> Vec<PathBuf> {
@@ -195,15 +201,10 @@ fn full_apply(root: &Path, failpoint: Option<&str>, log: Option<&Path>) -> Outpu
 /// and stages.
 fn rollout_outcome(root: &Path) -> Outcome {
     let files = snapshot(&root.join(MANIFESTS)).into_iter().collect();
-    let state: serde_json::Value =
-        serde_json::from_str(&read(root, "/var/lib/sightline/state.json")).unwrap();
-    let records = serde_json::json!({
-        "files": state["files"],
-        "dirs": state["dirs"],
-        "pending_effects": state["pending_effects"],
-        "stages": state["stages"],
-    });
-    Outcome { files, records }
+    Outcome {
+        files,
+        records: records(root, &["files", "dirs", "pending_effects", "stages"]),
+    }
 }
 
 /// The points a rollout passes that the sweep kills at: the `rollout.*`

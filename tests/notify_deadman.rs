@@ -122,6 +122,18 @@ async fn watchdog_present_then_absent() {
     }
 }
 
+/// A monitor with the default thresholds and nothing seen yet.
+fn default_monitor() -> Monitor {
+    Monitor::new(
+        Thresholds {
+            k3s_down: 180,
+            pipeline_silent: 15 * 60,
+            repeat: 12 * 3600,
+        },
+        Some(MonitorState::default()),
+    )
+}
+
 #[tokio::test]
 async fn silent_pipeline_becomes_one_event_then_resolves() {
     for (tier, svc, _) in TIERS {
@@ -129,14 +141,7 @@ async fn silent_pipeline_becomes_one_event_then_resolves() {
         let fake = KubeFake::start(d.path());
         let api = api(d.path(), &fake.url);
         let healthy = cluster(tier, StageState::Healthy);
-        let mut m = Monitor::new(
-            Thresholds {
-                k3s_down: 180,
-                pipeline_silent: 15 * 60,
-                repeat: 12 * 3600,
-            },
-            Some(MonitorState::default()),
-        );
+        let mut m = default_monitor();
         let t0 = 1_780_000_000;
         let mut sent = Vec::new();
         fake.with(|s| s.alertmanager.insert(svc.into(), vec!["Watchdog".into()]));
@@ -183,14 +188,7 @@ async fn the_readme_examples_are_what_each_tier_sends() {
         let fake = KubeFake::start(d.path());
         let api = api(d.path(), &fake.url);
         let healthy = cluster(tier, StageState::Healthy);
-        let mut m = Monitor::new(
-            Thresholds {
-                k3s_down: 180,
-                pipeline_silent: 15 * 60,
-                repeat: 12 * 3600,
-            },
-            Some(MonitorState::default()),
-        );
+        let mut m = default_monitor();
         fake.with(|s| s.alertmanager.insert(svc.into(), vec![]));
         let mut sent = Vec::new();
         for minute in [0u64, 5, 10, 15, 20, 25, 30] {
