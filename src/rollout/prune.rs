@@ -2,6 +2,7 @@
 //! deletes its objects (k3s v1.22.10, v1.23.7, v1.24.1 and later; see
 //! `crate::k3s::version`), waited for, then deleted.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -37,6 +38,7 @@ impl Rollout<'_> {
         self.progress
             .update(name, StageState::Pruning, &rec.file, start.elapsed(), false);
         let base = rec.file.split('.').next().unwrap_or(&rec.file).to_string();
+        let gone_when_pruned = self.not_held_elsewhere(&rec.objects);
         let deadline = Instant::now() + self.timing.prune;
         let mut why;
         loop {
@@ -45,7 +47,7 @@ impl Rollout<'_> {
             if addon.as_ref().and_then(|a| a["spec"]["checksum"].as_str()) != Some(sha.as_str()) {
                 why = "waiting for k3s to apply the emptied file".into();
             } else {
-                for p in &rec.objects {
+                for p in &gone_when_pruned {
                     match kube::get_opt(api, p).await {
                         Ok(None) => {}
                         Ok(Some(_)) => {
@@ -91,5 +93,27 @@ impl Rollout<'_> {
             detail: None,
             elapsed_s: start.elapsed().as_secs_f64(),
         })
+    }
+
+    /// The objects of a pruned stage that k3s deletes: not those a stage
+    /// file already in place declares too. k3s's apply deletes only what
+    /// the emptied Addon itself applied last (wrangler's desiredset owns
+    /// each object by one Addon), so an object both tiers carry (a
+    /// dashboard) stays with the stage written after it. That order
+    /// happens when a prune is repeated after the new stages are in place:
+    /// a run killed half-way, or stages taken over from the previous Lease
+    /// holder's record.
+    fn not_held_elsewhere(&self, objects: &[String]) -> Vec<String> {
+        let held: BTreeSet<String> = self
+            .stages
+            .iter()
+            .filter(|s| self.is_current(s))
+            .flat_map(|s| super::object_paths(&s.content))
+            .collect();
+        objects
+            .iter()
+            .filter(|p| !held.contains(*p))
+            .cloned()
+            .collect()
     }
 }
