@@ -192,6 +192,8 @@ struct Addon {
     checksum: Option<String>,
     /// The content of the last successful apply: what exists in the cluster.
     applied: Option<Vec<u8>>,
+    /// The HelmCharts in `applied`, parsed once (every request asks).
+    charts: Vec<Value>,
 }
 
 /// helm-controller's install Job for one chart.
@@ -249,6 +251,19 @@ impl KubeFake {
     /// `roots`: each gets the same TLS material, and the deploy controller
     /// applies every root's manifests directory into the one Addon store.
     pub fn start_cluster(roots: &[&Path]) -> KubeFake {
+        Self::start_in(roots, None)
+    }
+
+    /// Starts a server for a container's root whose network namespace is
+    /// the one of the host process `pid` (its init): the server's socket
+    /// is bound to 127.0.0.1 inside that namespace (a thread may enter
+    /// another network namespace on its own, setns(2)), so sightline in a
+    /// container with a private network reaches it as it reaches k3s.
+    pub fn start_in_netns(root: &Path, pid: u32) -> KubeFake {
+        Self::start_in(&[root], Some(PathBuf::from(format!("/proc/{pid}/ns/net"))))
+    }
+
+    fn start_in(roots: &[&Path], netns: Option<PathBuf>) -> KubeFake {
         let pki = pki(roots[0]);
         for r in &roots[1..] {
             let tls = r.join("var/lib/rancher/k3s/server/tls");
@@ -265,6 +280,12 @@ impl KubeFake {
         let (tx, rx) = std::sync::mpsc::channel();
         let sc = scenario.clone();
         let thread = std::thread::spawn(move || {
+            if let Some(ns) = netns {
+                let f = std::fs::File::open(&ns)
+                    .unwrap_or_else(|e| panic!("opening {}: {e}", ns.display()));
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("entering {}: {e}", ns.display()));
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -587,6 +608,7 @@ fn deploy(s: &mut Scenario, path: &Path, compare_checksum: bool) -> Result<(), (
                 source: source.clone(),
                 checksum: None,
                 applied: None,
+                charts: Vec::new(),
             },
         );
     }
@@ -655,6 +677,10 @@ fn deploy(s: &mut Scenario, path: &Path, compare_checksum: bool) -> Result<(), (
     }
     let a = s.addons.get_mut(&name).unwrap();
     a.checksum = Some(sum);
+    a.charts = docs(&content)
+        .into_iter()
+        .filter(|d| d["kind"] == "HelmChart")
+        .collect();
     a.applied = Some(content);
     Ok(())
 }
@@ -705,10 +731,11 @@ fn stored_spec(doc: &Value) -> Value {
 fn helmcharts(s: &Scenario) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
     for a in s.addons.values() {
-        for d in docs(a.applied.as_deref().unwrap_or_default()) {
-            if d["kind"] == "HelmChart" {
-                out.insert(d["metadata"]["name"].as_str().unwrap().to_string(), d);
-            }
+        for d in &a.charts {
+            out.insert(
+                d["metadata"]["name"].as_str().unwrap().to_string(),
+                d.clone(),
+            );
         }
     }
     out

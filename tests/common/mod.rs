@@ -6,6 +6,7 @@
 pub mod httprec;
 pub mod kubefake;
 pub mod pki;
+pub mod rollout_sweep;
 pub mod smtp;
 
 pub mod nspawn;
