@@ -29,6 +29,7 @@ pub(crate) mod decide;
 pub mod digest;
 pub mod effects;
 pub mod engine;
+pub(crate) mod error_text;
 pub mod facts;
 pub mod failpoint;
 pub mod host;

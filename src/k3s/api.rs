@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::version::K3sVersion;
 use crate::config::Config;
+use crate::error_text::{chain as error_chain, one_line};
 use crate::sysroot::Sysroot;
 
 /// Why an API call failed.
@@ -138,16 +139,15 @@ impl K3sApi {
             detail: error_chain(&e),
         })?;
         let status = resp.status();
-        let mut body = resp.text().await.map_err(|e| ApiError::Decode {
+        let body = resp.text().await.map_err(|e| ApiError::Decode {
             url: url.clone(),
             detail: e.to_string(),
         })?;
         if !status.is_success() {
-            body.truncate(400);
             return Err(ApiError::Status {
                 url,
                 status: status.as_u16(),
-                body,
+                body: one_line(&body, 400),
             });
         }
         Ok(body)
@@ -224,16 +224,4 @@ impl K3sApi {
             Err(e) => Err(e.to_string()),
         }
     }
-}
-
-/// An error with its sources, `a: b: c` (reqwest hides the cause in them).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

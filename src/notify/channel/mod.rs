@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub(crate) use crate::k3s::api::error_chain;
+pub(crate) use crate::error_text::{chain as error_chain, one_line};
 
 use super::message::Message;
 use super::secrets::{Secret, SecretError, check_inline, read_file};
@@ -181,10 +181,9 @@ pub(crate) async fn check(resp: reqwest::Response) -> Result<(), SendError> {
     if status.is_success() {
         return Ok(());
     }
-    let mut body = resp.text().await.unwrap_or_default();
-    body.truncate(200);
+    let body = resp.text().await.unwrap_or_default();
     Err(SendError::Http {
         status: status.as_u16(),
-        body: body.trim().to_string(),
+        body: one_line(&body, 200),
     })
 }
