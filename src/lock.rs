@@ -156,7 +156,10 @@ mod tests {
         let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
         let _ = child.wait();
-        rt().block_on(Lock::acquire(&p, Duration::ZERO)).unwrap();
+        // The sleep is not our child: it closes the descriptor when the
+        // kernel has finished killing it, a moment after killpg returns.
+        rt().block_on(Lock::acquire(&p, Duration::from_secs(5)))
+            .unwrap();
     }
 
     #[test]
