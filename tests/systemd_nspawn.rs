@@ -325,8 +325,28 @@ fn the_daemon_reaches_ready_survives_its_watchdog_and_repairs_drift_within_a_sec
         format!("{BASE_CONFIG}[daemon]\nrecheck_interval_seconds = 600\nmetrics_file = \"/run/node_exporter/textfile_collector/sightline-reloaded.prom\"\n"),
         0o644,
     );
+    // systemd 252 logs each notification it gets at debug level
+    // (src/core/service.c, service_notify_message: "Got notification
+    // message from PID ... (RELOADING=1, ...)"): the daemon must say
+    // RELOADING=1 and then READY=1 around the reload.
+    c.sh_ok("systemctl log-level debug");
+    let since = c.sh_ok("date +%s.%N").trim().to_string();
     let out = c.exec(&["systemctl", "reload", "sightline.service"]);
     assert!(out.status.success(), "{}", show(&out));
+    c.sh_ok("systemctl log-level info");
+    let notes: Vec<String> = c
+        .sh_ok(&format!(
+            "journalctl -u sightline.service --since @{since} -o cat | grep 'Got notification message' || true"
+        ))
+        .lines()
+        .map(String::from)
+        .collect();
+    let reloading = notes.iter().position(|l| l.contains("RELOADING=1"));
+    let ready = notes.iter().rposition(|l| l.contains("READY=1"));
+    assert!(
+        matches!((reloading, ready), (Some(a), Some(b)) if a < b),
+        "RELOADING=1 then READY=1 expected around the reload: {notes:#?}"
+    );
     wait_until(
         "metrics at the reloaded path",
         Duration::from_secs(10),
