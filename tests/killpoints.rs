@@ -68,27 +68,14 @@ fn outcome(root: &Path) -> Outcome {
         .collect();
     Outcome {
         files,
-        records: records(root, &["files", "dirs", "pending_effects"]),
+        records: state_records(root, &["files", "dirs", "pending_effects"]),
     }
-}
-
-/// The state's records under `keys`.
-fn records(root: &Path, keys: &[&str]) -> serde_json::Value {
-    let state: serde_json::Value =
-        serde_json::from_str(&read(root, "/var/lib/sightline/state.json")).unwrap();
-    keys.iter()
-        .map(|k| (k.to_string(), state[*k].clone()))
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }
 
 fn temp_files(root: &Path) -> Vec<PathBuf> {
     snapshot(root)
         .into_keys()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".sightline-tmp."))
-        })
+        .filter(|p| is_temp_file(p))
         .collect()
 }
 
@@ -131,12 +118,7 @@ fn sweep(fixture_name: &str) -> usize {
         let before = snapshot(r);
         let again = run(r, None, None);
         assert!(again.status.success());
-        let after = snapshot(r);
-        let changed: Vec<_> = after
-            .iter()
-            .filter(|(p, v)| !p.starts_with("run") && before.get(*p) != Some(v))
-            .map(|(p, _)| p.clone())
-            .collect();
+        let changed = changed_paths(&before, &snapshot(r));
         assert!(
             changed.is_empty(),
             "{point}: second apply wrote {changed:?}"

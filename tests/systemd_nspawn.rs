@@ -1013,9 +1013,12 @@ impl common::rollout_sweep::Node for ContainerNode {
     }
 
     fn watched(&self) -> Vec<std::path::PathBuf> {
+        // Not /etc/systemd/system as a whole: its wants links are absolute
+        // and would be read through the host's /.
         [
             "etc/rancher",
             "etc/sightline",
+            "etc/systemd/system.conf.d",
             "var/lib/sightline",
             "var/lib/rancher",
         ]

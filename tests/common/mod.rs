@@ -117,6 +117,35 @@ fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, (Vec<u8>, u32)>) {
     }
 }
 
+/// The paths whose content or mode differ between two snapshots, added
+/// and removed ones included, outside `run` (status and metrics, on tmpfs).
+pub fn changed_paths(
+    before: &BTreeMap<PathBuf, (Vec<u8>, u32)>,
+    after: &BTreeMap<PathBuf, (Vec<u8>, u32)>,
+) -> Vec<PathBuf> {
+    let keys: std::collections::BTreeSet<&PathBuf> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|p| !p.starts_with("run") && before.get(*p) != after.get(*p))
+        .cloned()
+        .collect()
+}
+
+/// Whether a path is one of sightline's temp files (`src/atomic.rs`).
+pub fn is_temp_file(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with(".sightline-tmp."))
+}
+
+/// The records of a root's state.json under `keys`.
+pub fn state_records(root: &Path, keys: &[&str]) -> serde_json::Value {
+    let state: serde_json::Value =
+        serde_json::from_str(&read(root, "/var/lib/sightline/state.json")).unwrap();
+    keys.iter()
+        .map(|k| (k.to_string(), state[*k].clone()))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// Mode bits of a host path under a root.
 pub fn mode(root: &Path, host: &str) -> u32 {
     std::fs::metadata(root.join(host.trim_start_matches('/')))

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use super::kubefake::KubeFake;
-use super::snapshot;
+use super::{changed_paths, is_temp_file, snapshot, state_records};
 
 /// Where sightline writes the stage files, relative to the node's `/`.
 pub const MANIFESTS: &str = "var/lib/rancher/k3s/server/manifests/sightline";
@@ -51,17 +51,9 @@ pub struct Outcome {
 }
 
 fn outcome(root: &Path) -> Outcome {
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("var/lib/sightline/state.json")).unwrap(),
-    )
-    .unwrap();
     Outcome {
         files: snapshot(&root.join(MANIFESTS)),
-        records: ["files", "dirs", "pending_effects", "stages"]
-            .iter()
-            .map(|k| (k.to_string(), state[*k].clone()))
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
+        records: state_records(root, &["files", "dirs", "pending_effects", "stages"]),
     }
 }
 
@@ -124,17 +116,19 @@ fn check(what: &str, out: &Output) {
     );
 }
 
-/// Every file under the watched directories, with content and mode.
+/// Every file under the watched directories, with content and mode
+/// (`run` included: temp files must not be left there either).
 fn watched(node: &impl Node) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
     let root = node.root();
     node.watched()
         .into_iter()
+        // A directory not there yet holds nothing; files it gains show.
+        .filter(|d| root.join(d).is_dir())
         .flat_map(|d| {
             snapshot(&root.join(&d))
                 .into_iter()
                 .map(move |(p, v)| (d.join(p), v))
         })
-        .filter(|(p, _)| !p.starts_with("run"))
         .collect()
 }
 
@@ -221,10 +215,7 @@ impl<N: Node> Sweeper<N> {
         );
         let temps: Vec<_> = watched(&self.node)
             .into_keys()
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(".sightline-tmp."))
-            })
+            .filter(|p| is_temp_file(p))
             .collect();
         assert_eq!(temps, Vec::<PathBuf>::new(), "{point}: temp files left");
         for j in ["intent.json", "k3s-journal.json"] {
@@ -244,15 +235,8 @@ impl<N: Node> Sweeper<N> {
             &format!("{point}: a further apply"),
             &self.node.apply(None, false),
         );
-        let after = watched(&self.node);
-        let written: Vec<_> = after
-            .iter()
-            .filter(|(p, v)| before.get(*p) != Some(v))
-            .map(|(p, _)| p.clone())
-            .chain(before.keys().filter(|p| !after.contains_key(*p)).cloned())
-            .collect();
         assert_eq!(
-            written,
+            changed_paths(&before, &watched(&self.node)),
             Vec::<PathBuf>::new(),
             "{point}: a further apply wrote"
         );
