@@ -150,6 +150,10 @@ impl Sysroot {
         let mut real = self.root.clone();
         let mut depth = 0usize;
         let mut links = 0u32;
+        // The depth of a component found missing: nothing below it can be a
+        // link (or exist at all), so what follows is taken as spelt, with
+        // no more lookups, until a `..` climbs back above it.
+        let mut missing_at: Option<usize> = None;
         loop {
             let part = match pending_owned.pop_front() {
                 Some(p) => p,
@@ -165,6 +169,9 @@ impl Sysroot {
                     real.pop();
                     depth -= 1;
                 }
+                if missing_at.is_some_and(|at| depth < at) {
+                    missing_at = None;
+                }
                 continue;
             }
             if part == "." || part.is_empty() {
@@ -176,13 +183,16 @@ impl Sysroot {
             if last && !follow_last {
                 continue;
             }
-            if !last && self.known_plain(&real) {
+            if missing_at.is_some() || (!last && self.known_plain(&real)) {
                 continue;
             }
             let meta = match std::fs::symlink_metadata(&real) {
                 Ok(m) => m,
                 Err(_) if existing => return Err(()),
-                Err(_) => continue,
+                Err(_) => {
+                    missing_at = Some(depth);
+                    continue;
+                }
             };
             if !meta.file_type().is_symlink() {
                 if meta.is_dir() {
@@ -355,18 +365,28 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)
         .open(path)?;
-    let kind = file.metadata()?.file_type();
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
     if !kind.is_file() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("not a regular file but {}", kind_name(kind)),
         ));
     }
-    read_bounded(file)
+    read_bounded(file, meta.len())
 }
 
-fn read_bounded(file: File) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
+/// Reads to the end, at most [`MAX_SMALL_FILE`] bytes. Room for `size`
+/// (what `fstat` said) is made first, so the file comes in one `read`
+/// rather than in doubling steps from 32 bytes; proc and sysfs files say 0
+/// and get a page, more than any of them holds here.
+fn read_bounded(file: File, size: u64) -> io::Result<Vec<u8>> {
+    let room = if size == 0 {
+        4096
+    } else {
+        size.min(MAX_SMALL_FILE) + 1
+    };
+    let mut out = Vec::with_capacity(room as usize);
     file.take(MAX_SMALL_FILE + 1).read_to_end(&mut out)?;
     if out.len() as u64 > MAX_SMALL_FILE {
         return Err(io::Error::new(
@@ -491,6 +511,27 @@ mod tests {
         // The last component is not followed by path(), but is by resolve().
         assert_eq!(r.path("/lib"), base.join("lib"));
         assert_eq!(r.resolve("/lib"), base.join("usr/lib"));
+    }
+
+    #[test]
+    fn a_link_after_climbing_out_of_a_missing_directory_stays_inside() {
+        // Below a missing component nothing is looked up; a `..` that climbs
+        // back out must look again, or the link after it would be left for
+        // the kernel to follow out of the root.
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let r = Sysroot::new(root.path());
+        let base = r.root().to_path_buf();
+        std::fs::create_dir_all(base.join("etc")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), base.join("etc/out")).unwrap();
+        let p = r.resolve("/etc/missing/deeper/../../out/x");
+        assert_eq!(p, out_of(&base, outside.path()).join("x"));
+        // Below the missing directory the spelling is kept as it is.
+        assert_eq!(
+            r.resolve("/etc/missing/out/x"),
+            base.join("etc/missing/out/x")
+        );
+        assert_eq!(r.canonical("/etc/missing/x"), None);
     }
 
     /// Where an absolute link target lands once re-rooted.

@@ -13,7 +13,7 @@ use common::nspawn::{Container, Rootfs};
 use common::repo;
 use sightline::facts::{Facts, K3sRole, UNIT_PATTERNS, UnitSource};
 use sightline::sysroot::Sysroot;
-use sightline::systemd::SystemdClient;
+use sightline::systemd::{SystemdClient, unit_object_path};
 
 const BAKERY_DIR: &str = "/usr/local/lib/systemd/system";
 
@@ -125,4 +125,58 @@ fn systemd_and_the_file_search_agree_on_the_k3s_unit() {
         .map(|d| d.name.as_str())
         .collect();
     assert_eq!(disabled, vec!["traefik", "sightline"]);
+}
+
+#[test]
+fn unit_object_paths_are_the_ones_systemd_gives() {
+    // sightline reads a unit's properties at the path it computes from the
+    // name, without asking LoadUnit first; systemd's own answer decides.
+    let c = match Container::boot("unit-paths") {
+        Ok(c) => c,
+        Err(skip) => {
+            skip.report();
+            return;
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let names = [
+        "k3s.service",
+        "k3s-agent.service",
+        "k3s-prod.service",
+        "sightline-throttle.timer",
+        "getty@tty1.service",
+        "systemd-journald.service",
+        "-.mount",
+        "dbus.socket",
+        "k3s_2.service",
+        "0k3s.service",
+        "a\\x2db.service",
+    ];
+    rt.block_on(async {
+        let conn = zbus::connection::Builder::address(c.bus_address().as_str())
+            .build()
+            .await
+            .unwrap();
+        for name in names {
+            let reply = conn
+                .call_method(
+                    Some("org.freedesktop.systemd1"),
+                    "/org/freedesktop/systemd1",
+                    Some("org.freedesktop.systemd1.Manager"),
+                    "LoadUnit",
+                    &(name,),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("LoadUnit {name}: {e}"));
+            let systemd: zbus::OwnedObjectPath = reply.body().deserialize().unwrap();
+            assert_eq!(
+                unit_object_path(name).unwrap().as_str(),
+                systemd.as_str(),
+                "{name}"
+            );
+        }
+    });
 }

@@ -149,6 +149,213 @@ fn first_apply_restarts_k3s_once_and_a_second_restarts_nothing() {
     assert_eq!(st["pending_effects"], serde_json::json!([]));
 }
 
+/// One message seen by `busctl monitor --json=short`.
+#[derive(Debug)]
+struct BusMessage {
+    kind: String,
+    sender: String,
+    destination: String,
+    reply_cookie: Option<u64>,
+    member: String,
+}
+
+/// The system bus traffic while `f` runs, as the bus itself saw it
+/// (systemd's `busctl monitor`, which becomes a bus monitor).
+fn bus_traffic(c: &Container, f: impl FnOnce()) -> Vec<BusMessage> {
+    const OUT: &str = "/run/sightline-test-monitor.json";
+    const ERR: &str = "/run/sightline-test-monitor.err";
+    let pid = c.sh_ok(&format!(
+        "busctl monitor --json=short >{OUT} 2>{ERR} </dev/null & echo $!"
+    ));
+    let pid = pid.trim().to_string();
+    wait_until("busctl monitor ready", Duration::from_secs(10), || {
+        c.read_file(ERR)
+            .is_some_and(|e| e.contains("Monitoring bus message stream"))
+    });
+    f();
+    // What the bus forwarded before the last reply is in the stream once
+    // the monitor has read it; a moment is plenty on an idle container.
+    std::thread::sleep(Duration::from_millis(300));
+    c.sh_ok(&format!("kill {pid}"));
+    c.read_file(OUT)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let m: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("busctl monitor printed {l:?}: {e}"));
+            let text = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+            BusMessage {
+                kind: text("type"),
+                sender: text("sender"),
+                destination: text("destination"),
+                reply_cookie: m["reply_cookie"].as_u64(),
+                member: text("member"),
+            }
+        })
+        .collect()
+}
+
+/// `sightline ARGS` in the container under the host's strace, which logs
+/// its socket sends and receives; returns the output and the log.
+fn sightline_traced(c: &Container, args: &[&str]) -> (Output, String) {
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let pid = c.pid1().to_string();
+    let mut argv = vec![
+        "-f",
+        "-qq",
+        "-e",
+        "trace=sendmsg,recvmsg",
+        "-o",
+        log.path().to_str().unwrap(),
+        "nsenter",
+        "-t",
+        &pid,
+        "-a",
+        "--",
+        "sightline",
+    ];
+    argv.extend_from_slice(args);
+    let out = std::process::Command::new("strace")
+        .args(&argv)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("strace (apt-get install strace)");
+    (out, std::fs::read_to_string(log.path()).unwrap())
+}
+
+/// The most messages sent in a row with nothing received in between: 1
+/// for a client that waits for each answer before it asks again.
+fn longest_send_run(strace_log: &str) -> usize {
+    let (mut run, mut most) = (0, 0);
+    for line in strace_log.lines() {
+        if line.contains("sendmsg(") {
+            run += 1;
+            most = most.max(run);
+        } else if line.contains("recvmsg(") && !line.contains("= -1") {
+            run = 0;
+        }
+    }
+    most
+}
+
+#[test]
+fn a_no_op_apply_asks_systemd_over_one_connection_with_its_reads_sent_together() {
+    // Every converge asks systemd which k3s units there are and which start
+    // of k3s is running. Each connection costs authentication and a Hello,
+    // and each read a round trip through the bus: a no-op on a node took
+    // 6.6 ms over two connections and 18 calls, one at a time.
+    let Some(c) = boot("bus-shape", "") else {
+        return;
+    };
+    sightline_ok(&c, &["apply", "--host-only"]);
+    let mut out = String::new();
+    let msgs = bus_traffic(&c, || out = sightline_ok(&c, &["apply", "--host-only"]));
+    assert!(out.contains("already converged"), "{out}");
+    let callers: std::collections::BTreeSet<&str> = msgs
+        .iter()
+        .filter(|m| m.kind == "method_call" && m.destination == "org.freedesktop.systemd1")
+        .map(|m| m.sender.as_str())
+        .collect();
+    let shape: Vec<String> = msgs
+        .iter()
+        .map(|m| {
+            format!(
+                "{} {} -> {} {} {:?}",
+                m.kind, m.sender, m.destination, m.member, m.reply_cookie
+            )
+        })
+        .collect();
+    assert_eq!(
+        callers.len(),
+        1,
+        "one connection asks systemd:\n{}",
+        shape.join("\n")
+    );
+    let sightline = *callers.first().unwrap();
+    let hellos = msgs
+        .iter()
+        .filter(|m| m.member == "Hello" && m.kind == "method_call")
+        .count();
+    assert_eq!(
+        hellos,
+        1,
+        "one connection to the bus:\n{}",
+        shape.join("\n")
+    );
+    let calls = |member: &str| {
+        msgs.iter()
+            .filter(|m| m.kind == "method_call" && m.sender == sightline && m.member == member)
+            .count()
+    };
+    // The k3s unit's description (8 properties) and its status (6), read
+    // at the unit's object path with no LoadUnit first.
+    assert_eq!(calls("ListUnitFilesByPatterns"), 1);
+    assert_eq!(calls("LoadUnit"), 0);
+    assert_eq!(calls("Get"), 14, "{}", shape.join("\n"));
+    // Asked one at a time, every call waits for its answer; sent together,
+    // a unit's reads leave before the first answer is read. The bus's view
+    // cannot tell (it forwards each call as it reads it), so the sends and
+    // receives are counted in sightline itself.
+    let (out, log) = sightline_traced(&c, &["apply", "--host-only"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let run = longest_send_run(&log);
+    assert!(run >= 8, "at most {run} messages sent in a row:\n{log}");
+}
+
+/// Not a test: the figure for README's Performance section, run by
+/// `scripts/bench`. A no-op `apply --host-only` on a node, against systemd
+/// 252 and its bus, the way `sightline apply` runs there, timed by
+/// hyperfine inside the container. Prints one Markdown table row per
+/// command. SIGHTLINE_BENCH_BIN times another sightline binary instead.
+#[test]
+#[ignore = "a benchmark: scripts/bench runs it"]
+fn bench_a_no_op_apply_on_a_node() {
+    let Some(c) = boot("bench-node", "") else {
+        panic!("the node benchmark needs systemd-nspawn (run as root)");
+    };
+    let hyperfine = std::env::var("SIGHTLINE_HYPERFINE").unwrap_or("/usr/bin/hyperfine".into());
+    c.install_file(&hyperfine, "/usr/local/bin/hyperfine", 0o755);
+    // Another build to compare with (an older release, say).
+    if let Ok(bin) = std::env::var("SIGHTLINE_BENCH_BIN") {
+        c.install_file(&bin, "/usr/bin/sightline", 0o755);
+    }
+    sightline_ok(&c, &["apply", "--host-only"]);
+    let out = sightline_ok(&c, &["apply", "--host-only"]);
+    assert!(out.contains("already converged"), "{out}");
+    let runs = std::env::var("SIGHTLINE_BENCH_RUNS").unwrap_or("300".into());
+    c.sh_ok(&format!(
+        "hyperfine -N -w 20 -r {runs} --export-json /run/bench.json \
+         'sightline apply --host-only' 'sightline --version' >/dev/null 2>&1"
+    ));
+    let json: serde_json::Value =
+        serde_json::from_str(&c.read_file("/run/bench.json").unwrap()).unwrap();
+    let label = [
+        "no-op `apply --host-only` on a node (systemd 252, D-Bus, k3s unit)",
+        "process start alone on the node (`--version`)",
+    ];
+    for (r, label) in json["results"].as_array().unwrap().iter().zip(label) {
+        let mut t: Vec<f64> = r["times"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() * 1000.0)
+            .collect();
+        t.sort_by(f64::total_cmp);
+        let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "| {label}, median | {:.2} ms (p10 {:.2}, p90 {:.2}) | |",
+            at(0.5),
+            at(0.1),
+            at(0.9)
+        );
+    }
+}
+
 #[test]
 fn a_change_k3s_rejects_is_rolled_back_and_k3s_stays_up() {
     let Some(c) = boot("rollback", "") else {

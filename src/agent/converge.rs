@@ -173,7 +173,7 @@ async fn run(
     // What the machine is and what it should get, before the lock: bad
     // input (an invalid custom policy, say) is refused without touching
     // anything, the lock file included.
-    let (facts, cfg) = super::observe(ctx, cfg).await;
+    let (facts, cfg, bus) = super::observe_keeping_bus(ctx, cfg).await;
     let cfg = &cfg;
     let desired = DesiredState::compute(&ctx.root, &cfg.config, &facts)
         .map_err(|e| ConvergeError::Refused(anyhow::Error::msg(e)))?;
@@ -184,7 +184,7 @@ async fn run(
     crate::bundle::Bundle::check(&ctx.root, &cfg.config, &marker)
         .context("the bundle is refused; nothing on the host was changed")
         .map_err(ConvergeError::Failed)?;
-    converge_locked(ctx, cfg, mode, &facts, &desired, state_out)
+    converge_locked(ctx, cfg, mode, &facts, &desired, bus, state_out)
         .await
         .map_err(ConvergeError::Failed)
 }
@@ -200,6 +200,7 @@ async fn converge_locked(
     mode: Mode,
     facts: &crate::facts::Facts,
     desired: &DesiredState,
+    bus: Option<crate::systemd::SystemdClient>,
     state_out: &mut Option<State>,
 ) -> Result<ConvergeReport> {
     let lock = lock(ctx, cfg, mode).await?;
@@ -213,10 +214,10 @@ async fn converge_locked(
             redecide,
         } => (no_restart, redecide, true),
     };
-    // A fresh D-Bus connection per converge: holding one open would keep
-    // systemd's signal subscription alive and wake the daemon on every
-    // unrelated unit change.
-    let ops = super::connect_ops(ctx, cfg, !no_restart).await?;
+    // A fresh D-Bus connection per converge (the one observing used):
+    // holding one open across converges would keep systemd's signal
+    // subscription alive and wake the daemon on every unrelated unit change.
+    let ops = super::live::connect_ops_over(ctx, cfg, !no_restart, bus).await?;
     let opts = ConvergeOptions {
         no_restart,
         explicit,

@@ -12,8 +12,22 @@ use crate::engine::ops::{JobResult, Ops, StartLimit, UnitStatus};
 /// Connects to systemd when this root has one: the host's system bus for
 /// `--root /`, or an explicit `--system-bus`.
 pub async fn connect_ops(ctx: &Ctx, cfg: &LoadedConfig, needed: bool) -> Result<Option<LiveOps>> {
+    connect_ops_over(ctx, cfg, needed, None).await
+}
+
+/// [`connect_ops`] over a connection already open to the same systemd
+/// (the one [`super::observe_keeping_bus`] used), when there is one.
+pub async fn connect_ops_over(
+    ctx: &Ctx,
+    cfg: &LoadedConfig,
+    needed: bool,
+    open: Option<crate::systemd::SystemdClient>,
+) -> Result<Option<LiveOps>> {
     if !needed || (!ctx.root.is_host() && ctx.system_bus.is_none()) {
         return Ok(None);
+    }
+    if let Some(systemd) = open {
+        return Ok(Some(LiveOps::over(systemd, &ctx.root, &cfg.config)));
     }
     LiveOps::connect(&ctx.root, &cfg.config, ctx.system_bus.as_deref()).await.map(Some).context(
         "cannot reach systemd over D-Bus; run with --no-restart to write the files and list the follow-up effects",
@@ -37,12 +51,25 @@ impl LiveOps {
         cfg: &crate::config::Config,
         bus: Option<&str>,
     ) -> Result<LiveOps> {
-        Ok(LiveOps {
-            systemd: crate::systemd::SystemdClient::connect(bus).await?,
+        Ok(LiveOps::over(
+            crate::systemd::SystemdClient::connect(bus).await?,
+            root,
+            cfg,
+        ))
+    }
+
+    /// Over a connection already open.
+    fn over(
+        systemd: crate::systemd::SystemdClient,
+        root: &crate::sysroot::Sysroot,
+        cfg: &crate::config::Config,
+    ) -> LiveOps {
+        LiveOps {
+            systemd,
             root: root.clone(),
             cfg: cfg.clone(),
             api: std::cell::OnceCell::new(),
-        })
+        }
     }
 
     fn api(&self) -> Result<&crate::k3s::K3sApi, String> {

@@ -28,7 +28,7 @@ pub use converge::{
     CLI_LOCK_WAIT, ConvergeError, Mode, Outcome, converge_once, is_read_only_fs, lock,
 };
 pub use live::{LiveOps, connect_ops};
-pub use machine::{observe, observe_blocking};
+pub use machine::{observe, observe_blocking, observe_keeping_bus};
 pub use metrics::render as render_metrics;
 pub use notifications::{cluster_view, spawn_notifier};
 pub use plan::{StageAction, StagePlan, cluster_plan};

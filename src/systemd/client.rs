@@ -131,34 +131,56 @@ impl SystemdClient {
         })?
     }
 
-    /// Reads the properties sightline acts on.
+    /// Reads the properties sightline acts on. Every converge asks this of
+    /// k3s, so the reads go out together, at the path systemd serves the
+    /// unit at: one round trip to the bus, not one per property.
     pub async fn unit_status(&self, unit: &str) -> Result<UnitStatus> {
-        let m = self.manager().await?;
-        let path = m
-            .load_unit(unit)
+        self.unit_status_at(unit)
             .await
-            .with_context(|| format!("LoadUnit {unit}"))?;
+            .with_context(|| format!("reading the state of {unit} from systemd"))
+    }
+
+    async fn unit_status_at(&self, unit: &str) -> Result<UnitStatus> {
+        let path = super::unit_object_path(unit)?;
         let u = UnitProxy::builder(&self.conn)
             .path(path.clone())
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        let load_state = LoadState::parse(&u.load_state().await?);
+        let s = ServiceProxy::builder(&self.conn)
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        let is_service = unit.ends_with(".service");
+        // The service's reads are only used when it loaded; asked together
+        // with the unit's, a unit that did not load just leaves them unused.
+        let service = async {
+            if is_service {
+                Some(tokio::join!(s.n_restarts(), s.exec_main_start_timestamp()))
+            } else {
+                None
+            }
+        };
+        let (load_state, active_state, sub_state, invocation_id, service) = tokio::join!(
+            u.load_state(),
+            u.active_state(),
+            u.sub_state(),
+            u.invocation_id(),
+            service
+        );
         let mut status = UnitStatus {
-            active_state: ActiveState::parse(&u.active_state().await?),
-            sub_state: u.sub_state().await?,
-            invocation_id: hex::encode(u.invocation_id().await.unwrap_or_default()),
-            load_state,
+            active_state: ActiveState::parse(&active_state?),
+            sub_state: sub_state?,
+            invocation_id: hex::encode(invocation_id.unwrap_or_default()),
+            load_state: LoadState::parse(&load_state?),
             ..UnitStatus::default()
         };
-        if unit.ends_with(".service") && status.load_state == LoadState::Loaded {
-            let s = ServiceProxy::builder(&self.conn)
-                .path(path)
-                .cache_properties(CacheProperties::No)
-                .build()
-                .await?;
-            status.n_restarts = s.n_restarts().await?;
-            status.exec_main_start_us = s.exec_main_start_timestamp().await?;
+        if let Some((n_restarts, exec_main_start)) = service
+            && status.load_state == LoadState::Loaded
+        {
+            status.n_restarts = n_restarts?;
+            status.exec_main_start_us = exec_main_start?;
         }
         Ok(status)
     }
@@ -176,20 +198,17 @@ impl SystemdClient {
     /// The unit's start rate limit (`StartLimitIntervalUSec`,
     /// `StartLimitBurst`).
     pub async fn start_limit(&self, unit: &str) -> Result<StartLimit> {
-        let path = self
-            .manager()
-            .await?
-            .load_unit(unit)
-            .await
-            .with_context(|| format!("LoadUnit {unit}"))?;
         let u = UnitProxy::builder(&self.conn)
-            .path(path)
+            .path(super::unit_object_path(unit)?)
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
+        let (interval_us, burst) =
+            tokio::join!(u.start_limit_interval_usec(), u.start_limit_burst());
+        let context = || format!("reading the start limit of {unit} from systemd");
         Ok(StartLimit {
-            interval_us: u.start_limit_interval_usec().await?,
-            burst: u.start_limit_burst().await?,
+            interval_us: interval_us.with_context(context)?,
+            burst: burst.with_context(context)?,
         })
     }
 

@@ -8,7 +8,7 @@
 //! to be restarted after a failure is `activating` with sub-state
 //! `auto-restart` (systemd ≥ 254: `auto-restart`/`auto-restart-queued`).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use zbus::proxy;
 use zbus::proxy::CacheProperties;
@@ -66,16 +66,11 @@ pub struct UnitHealth {
 }
 
 impl SystemdClient {
-    /// Reads the properties that tell a stop on purpose from a failure.
+    /// Reads the properties that tell a stop on purpose from a failure, all
+    /// sent at once: the notifier asks this of every watched unit on each
+    /// poll.
     pub async fn unit_health(&self, unit: &str) -> Result<UnitHealth> {
-        let m = super::proxy::ManagerProxy::builder(self.connection())
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await?;
-        let path = m
-            .load_unit(unit)
-            .await
-            .with_context(|| format!("LoadUnit {unit}"))?;
+        let path = super::unit_object_path(unit)?;
         let u = super::proxy::UnitProxy::builder(self.connection())
             .path(path.clone())
             .cache_properties(CacheProperties::No)
@@ -86,28 +81,51 @@ impl SystemdClient {
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        let load_state = LoadState::parse(&u.load_state().await?);
-        let result = if load_state == LoadState::Loaded && unit.ends_with(".service") {
-            ServiceResultProxy::builder(self.connection())
-                .path(path)
-                .cache_properties(CacheProperties::No)
-                .build()
-                .await?
-                .result()
-                .await?
-        } else {
-            String::new()
+        let s = ServiceResultProxy::builder(self.connection())
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        let is_service = unit.ends_with(".service");
+        // A service's Result is only used when it loaded.
+        let result = async {
+            if is_service {
+                Some(s.result().await)
+            } else {
+                None
+            }
+        };
+        let (
+            load_state,
+            active_state,
+            sub_state,
+            unit_file_state,
+            active_enter,
+            active_exit,
+            inactive_enter,
+            result,
+        ) = tokio::join!(
+            u.load_state(),
+            u.active_state(),
+            u.sub_state(),
+            h.unit_file_state(),
+            h.active_enter_timestamp(),
+            h.active_exit_timestamp(),
+            h.inactive_enter_timestamp(),
+            result
+        );
+        let load_state = LoadState::parse(&load_state?);
+        let result = match result {
+            Some(r) if load_state == LoadState::Loaded => r?,
+            _ => String::new(),
         };
         Ok(UnitHealth {
-            active_state: ActiveState::parse(&u.active_state().await?),
-            sub_state: u.sub_state().await?,
+            active_state: ActiveState::parse(&active_state?),
+            sub_state: sub_state?,
             result,
-            unit_file_state: h.unit_file_state().await.unwrap_or_default(),
-            active_enter_us: h.active_enter_timestamp().await?,
-            down_since_us: h
-                .active_exit_timestamp()
-                .await?
-                .max(h.inactive_enter_timestamp().await?),
+            unit_file_state: unit_file_state.unwrap_or_default(),
+            active_enter_us: active_enter?,
+            down_since_us: active_exit?.max(inactive_enter?),
             load_state,
         })
     }

@@ -3,6 +3,7 @@
 mod client;
 mod health;
 pub(crate) mod notify;
+mod object_path;
 mod proxy;
 mod unit_info;
 
@@ -10,5 +11,6 @@ mod unit;
 
 pub use client::SystemdClient;
 pub use health::UnitHealth;
+pub use object_path::unit_object_path;
 pub use unit::{ActiveState, JobResult, LoadState, StartLimit, UnitStatus};
 pub use unit_info::{EnvironmentFile, UnitInfo};

@@ -23,8 +23,6 @@ pub trait Manager {
     /// Clear a unit's `failed` state and its start rate-limit counter
     /// (`systemctl reset-failed`).
     fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
-    /// Load a unit (if needed) and return its object path.
-    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
     /// `systemctl enable`.
     fn enable_unit_files(
         &self,

@@ -23,8 +23,6 @@ trait UnitFiles {
         states: &[&str],
         patterns: &[&str],
     ) -> zbus::Result<Vec<(String, String)>>;
-    /// Load a unit (if needed) and return its object path.
-    fn load_unit(&self, name: &str) -> zbus::Result<zbus::OwnedObjectPath>;
 }
 
 /// org.freedesktop.systemd1.Unit: where the unit comes from.
@@ -172,46 +170,62 @@ impl SystemdClient {
             .collect();
         names.sort();
         names.dedup();
-        let mut out = Vec::new();
-        for name in names {
-            out.push(self.unit_info(&m, &name).await?);
-        }
-        Ok(out)
+        // Each unit's reads go out at once, and the units' together: the
+        // answers come back in one round trip to the bus, not one per
+        // property of every unit.
+        futures_util::future::try_join_all(names.iter().map(|name| async move {
+            self.unit_info(name)
+                .await
+                .with_context(|| format!("describing {name} from systemd"))
+        }))
+        .await
     }
 
-    async fn unit_info(&self, m: &UnitFilesProxy<'_>, name: &str) -> Result<UnitInfo> {
-        let path = m
-            .load_unit(name)
-            .await
-            .with_context(|| format!("LoadUnit {name}"))?;
+    async fn unit_info(&self, name: &str) -> Result<UnitInfo> {
+        let path = super::unit_object_path(name)?;
         let u = UnitSourceProxy::builder(self.connection())
             .path(path.clone())
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        let load_state = u.load_state().await?;
+        let s = ServiceCommandProxy::builder(self.connection())
+            .path(path)
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await?;
+        let (
+            load_state,
+            active_state,
+            unit_file_state,
+            fragment_path,
+            drop_in_paths,
+            (exec_start, environment, environment_files),
+        ) = tokio::join!(
+            u.load_state(),
+            u.active_state(),
+            u.unit_file_state(),
+            u.fragment_path(),
+            u.drop_in_paths(),
+            async { tokio::join!(s.exec_start(), s.environment(), s.environment_files()) },
+        );
+        let load_state = load_state?;
+        // What a unit runs is only asked of one that loaded; for any other
+        // the answers (errors, most likely) are left unused.
         let (exec_start, environment, environment_files) = if load_state == "loaded" {
-            let s = ServiceCommandProxy::builder(self.connection())
-                .path(path)
-                .cache_properties(CacheProperties::No)
-                .build()
-                .await?;
             (
-                s.exec_start().await.context("reading ExecStart")?,
-                s.environment().await.context("reading Environment")?,
-                s.environment_files()
-                    .await
-                    .context("reading EnvironmentFiles")?,
+                exec_start.context("reading ExecStart")?,
+                environment.context("reading Environment")?,
+                environment_files.context("reading EnvironmentFiles")?,
             )
         } else {
             Default::default()
         };
         Ok(UnitProperties {
             name: name.to_string(),
-            active_state: u.active_state().await?,
-            unit_file_state: u.unit_file_state().await.unwrap_or_default(),
-            fragment_path: u.fragment_path().await.unwrap_or_default(),
-            drop_in_paths: u.drop_in_paths().await.unwrap_or_default(),
+            active_state: active_state?,
+            unit_file_state: unit_file_state.unwrap_or_default(),
+            fragment_path: fragment_path.unwrap_or_default(),
+            drop_in_paths: drop_in_paths.unwrap_or_default(),
             load_state,
             exec_start,
             environment,
