@@ -377,24 +377,30 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
 }
 
 /// Reads to the end, at most [`MAX_SMALL_FILE`] bytes. Room for `size`
-/// (what `fstat` said) is made first, so the file comes in one `read`
-/// rather than in doubling steps from 32 bytes; proc and sysfs files say 0
-/// and get a page, more than any of them holds here.
+/// (what `fstat` said) is made first, so a small file comes in one `read`
+/// (std's first read is up to 8 KiB) rather than in doubling steps from 32
+/// bytes. proc files say 0 and start with a page; a file `fstat` already
+/// shows too large is refused before anything is read or reserved.
 fn read_bounded(file: File, size: u64) -> io::Result<Vec<u8>> {
-    let room = if size == 0 {
-        4096
-    } else {
-        size.min(MAX_SMALL_FILE) + 1
-    };
-    let mut out = Vec::with_capacity(room as usize);
+    if size > MAX_SMALL_FILE {
+        return Err(too_large());
+    }
+    let room = if size == 0 { 4096 } else { size + 1 };
+    let mut out = Vec::new();
+    out.try_reserve_exact(room as usize)
+        .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, e))?;
     file.take(MAX_SMALL_FILE + 1).read_to_end(&mut out)?;
     if out.len() as u64 > MAX_SMALL_FILE {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {MAX_SMALL_FILE} bytes"),
-        ));
+        return Err(too_large());
     }
     Ok(out)
+}
+
+fn too_large() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("larger than {MAX_SMALL_FILE} bytes"),
+    )
 }
 
 /// [`read_regular`] as UTF-8 text.
@@ -511,6 +517,25 @@ mod tests {
         // The last component is not followed by path(), but is by resolve().
         assert_eq!(r.path("/lib"), base.join("lib"));
         assert_eq!(r.resolve("/lib"), base.join("usr/lib"));
+    }
+
+    #[test]
+    fn a_file_fstat_shows_too_large_is_refused_before_it_is_read() {
+        // A sparse file: fstat says MAX_SMALL_FILE + 1 bytes, none on disk.
+        // Reserving room for it (or reading it) first would take 256 MiB.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("huge");
+        File::create(&p)
+            .unwrap()
+            .set_len(MAX_SMALL_FILE + 1)
+            .unwrap();
+        let e = read_regular(&p).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("larger than"), "{e}");
+        // At the limit it is read, whole.
+        let small = d.path().join("small");
+        std::fs::write(&small, b"k3s").unwrap();
+        assert_eq!(read_regular(&small).unwrap(), b"k3s");
     }
 
     #[test]

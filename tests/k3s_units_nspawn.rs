@@ -131,6 +131,9 @@ fn systemd_and_the_file_search_agree_on_the_k3s_unit() {
 fn unit_object_paths_are_the_ones_systemd_gives() {
     // sightline reads a unit's properties at the path it computes from the
     // name, without asking LoadUnit first; systemd's own answer decides.
+    // Only unit names, not aliases: for an alias LoadUnit answers with the
+    // path of the unit it names, while the alias's own path serves the
+    // same unit.
     let c = match Container::boot("unit-paths") {
         Ok(c) => c,
         Err(skip) => {

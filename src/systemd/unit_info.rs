@@ -4,6 +4,7 @@
 //! re-implementation to drift from it.
 
 use anyhow::{Context, Result};
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use zbus::proxy;
 use zbus::proxy::CacheProperties;
@@ -152,6 +153,9 @@ impl From<UnitProperties> for UnitInfo {
     }
 }
 
+/// Units described at once: each sends 8 reads.
+const UNITS_AT_ONCE: usize = 4;
+
 impl SystemdClient {
     /// Describes every unit whose file name matches one of `patterns`
     /// (e.g. `k3s-*.service`). Units that fail to load are left out.
@@ -170,14 +174,19 @@ impl SystemdClient {
             .collect();
         names.sort();
         names.dedup();
-        // Each unit's reads go out at once, and the units' together: the
-        // answers come back in one round trip to the bus, not one per
-        // property of every unit.
-        futures_util::future::try_join_all(names.iter().map(|name| async move {
+        // Each unit's reads go out at once, and a few units' together: the
+        // answers come back in about one round trip to the bus, not one per
+        // property of every unit. The cap keeps the calls waiting for an
+        // answer well under dbus-daemon's limit per connection
+        // (max_replies_per_connection, 128 by default) however many k3s
+        // units a machine has.
+        futures_util::stream::iter(names.iter().map(|name| async move {
             self.unit_info(name)
                 .await
                 .with_context(|| format!("describing {name} from systemd"))
         }))
+        .buffered(UNITS_AT_ONCE)
+        .try_collect()
         .await
     }
 
