@@ -222,10 +222,7 @@ fn sightline_traced(c: &Container, args: &[&str]) -> (Output, String) {
     let out = std::process::Command::new("strace")
         .args(&argv)
         .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
+        .env("PATH", common::nspawn::PATH)
         .stdin(std::process::Stdio::null())
         .output()
         .expect("strace (apt-get install strace)");

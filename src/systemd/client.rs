@@ -152,22 +152,15 @@ impl SystemdClient {
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        let is_service = unit.ends_with(".service");
-        // The service's reads are only used when it loaded; asked together
-        // with the unit's, a unit that did not load just leaves them unused.
-        let service = async {
-            if is_service {
-                Some(tokio::join!(s.n_restarts(), s.exec_main_start_timestamp()))
-            } else {
-                None
-            }
-        };
-        let (load_state, active_state, sub_state, invocation_id, service) = tokio::join!(
+        // Asked of every unit with the rest, the service's two reads are
+        // used only for a service that loaded (any other answers an error).
+        let (load_state, active_state, sub_state, invocation_id, n_restarts, exec_main_start) = tokio::join!(
             u.load_state(),
             u.active_state(),
             u.sub_state(),
             u.invocation_id(),
-            service
+            s.n_restarts(),
+            s.exec_main_start_timestamp()
         );
         let mut status = UnitStatus {
             active_state: ActiveState::parse(&active_state?),
@@ -176,9 +169,7 @@ impl SystemdClient {
             load_state: LoadState::parse(&load_state?),
             ..UnitStatus::default()
         };
-        if let Some((n_restarts, exec_main_start)) = service
-            && status.load_state == LoadState::Loaded
-        {
+        if unit.ends_with(".service") && status.load_state == LoadState::Loaded {
             status.n_restarts = n_restarts?;
             status.exec_main_start_us = exec_main_start?;
         }

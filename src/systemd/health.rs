@@ -86,15 +86,8 @@ impl SystemdClient {
             .cache_properties(CacheProperties::No)
             .build()
             .await?;
-        let is_service = unit.ends_with(".service");
-        // A service's Result is only used when it loaded.
-        let result = async {
-            if is_service {
-                Some(s.result().await)
-            } else {
-                None
-            }
-        };
+        // Asked of every unit with the rest, a service's Result is used
+        // only when it loaded (any other unit answers an error).
         let (
             load_state,
             active_state,
@@ -112,12 +105,13 @@ impl SystemdClient {
             h.active_enter_timestamp(),
             h.active_exit_timestamp(),
             h.inactive_enter_timestamp(),
-            result
+            s.result()
         );
         let load_state = LoadState::parse(&load_state?);
-        let result = match result {
-            Some(r) if load_state == LoadState::Loaded => r?,
-            _ => String::new(),
+        let result = if unit.ends_with(".service") && load_state == LoadState::Loaded {
+            result?
+        } else {
+            String::new()
         };
         Ok(UnitHealth {
             active_state: ActiveState::parse(&active_state?),

@@ -208,18 +208,23 @@ impl SystemdClient {
             unit_file_state,
             fragment_path,
             drop_in_paths,
-            (exec_start, environment, environment_files),
+            exec_start,
+            environment,
+            environment_files,
         ) = tokio::join!(
             u.load_state(),
             u.active_state(),
             u.unit_file_state(),
             u.fragment_path(),
             u.drop_in_paths(),
-            async { tokio::join!(s.exec_start(), s.environment(), s.environment_files()) },
+            s.exec_start(),
+            s.environment(),
+            s.environment_files(),
         );
         let load_state = load_state?;
-        // What a unit runs is only asked of one that loaded; for any other
-        // the answers (errors, most likely) are left unused.
+        // What a unit runs is asked of every unit with the rest but used
+        // only for one that loaded; any other answers an error, or nothing
+        // worth reading.
         let (exec_start, environment, environment_files) = if load_state == "loaded" {
             (
                 exec_start.context("reading ExecStart")?,

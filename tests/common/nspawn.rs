@@ -56,7 +56,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a halting container gets before it is killed.
 const HALT_TIMEOUT: Duration = Duration::from_secs(15);
 /// PATH for commands run in the container.
-const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Containers cannot run on this machine; the reason says why.
 #[derive(Debug, Clone)]
